@@ -1,0 +1,1 @@
+"""Cityscapes discovery, label mapping, tf.data pipeline and the synthetic generator."""

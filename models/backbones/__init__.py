@@ -1,0 +1,1 @@
+"""Backbone feature extractors shared by several models."""

@@ -1,0 +1,1 @@
+"""Shared helpers: metrics, schedules, export, timing, visualisation and CLI plumbing."""
