@@ -40,8 +40,9 @@ def get_info(name: str) -> ModelInfo:
     return MODELS[name]
 
 
-def build_model(name: str, input_shape: tuple[int, ...] = (1024, 2048, 3), num_classes: int = 19,
-                **options: Any) -> keras.Model:
+def build_model(
+    name: str, input_shape: tuple[int, ...] = (1024, 2048, 3), num_classes: int = 19, **options: Any
+) -> keras.Model:
     """Build model `name` for `input_shape` (H, W[, 3]).
 
     Options that are None are dropped so argparse defaults fall through to the builder's own.
@@ -53,8 +54,9 @@ def build_model(name: str, input_shape: tuple[int, ...] = (1024, 2048, 3), num_c
     allowed = {"aux", "weights", *info.options}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"model {name!r} takes no option {unknown[0]!r}; "
-                         f"it takes {', '.join(sorted(allowed))}")
+        raise ValueError(
+            f"model {name!r} takes no option {unknown[0]!r}; it takes {', '.join(sorted(allowed))}"
+        )
     height, width = int(input_shape[0]), int(input_shape[1])
     if len(input_shape) == 3 and input_shape[2] != 3:
         raise ValueError(f"models take RGB images with 3 channels; got input shape {input_shape!r}")

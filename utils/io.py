@@ -51,6 +51,8 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise OSError(f"cannot write to folder {str(path)!r} ({exc.strerror or exc}); "
-                      "choose another output folder") from exc
+        raise OSError(
+            f"cannot write to folder {str(path)!r} ({exc.strerror or exc}); "
+            "choose another output folder"
+        ) from exc
     return path

@@ -1,0 +1,650 @@
+"""Cityscapes on disk: discovery of image/label pairs, label-id mapping and the tf.data pipeline.
+
+Labels inside the pipeline are sparse train ids (uint8, 0..18, 255 = ignore) mapped on the fly
+from the label ids on disk through a lookup table built from ``cityscapesscripts.helpers.labels``;
+``*_labelTrainIds.png`` files are used as they are when they exist. Images stay uint8 until they
+reach the model, which normalises them in its first layer.
+
+Decoding and augmentation run in OpenCV on uint8 arrays (crop before resizing, flip, a lookup-table
+colour jitter), inside ``tf.numpy_function`` calls that tf.data runs in parallel: OpenCV releases
+the GIL, so they use every core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import resource
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+
+NUM_CLASSES = 19
+IGNORE = 255
+SPLITS = ("train", "val", "test", "train_extra")
+log = logging.getLogger(__name__)
+
+cv2.setNumThreads(
+    1
+)  # tf.data parallelises across files; one thread per call avoids oversubscription
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One image with its annotation files."""
+
+    image: Path
+    label: Path
+    instance: Path | None
+    name: str  #: CITY_SEQ_FRAME
+    train_ids: bool  #: the label file already holds train ids (``*_labelTrainIds.png``)
+
+
+def id_to_train_id_lut() -> np.ndarray:
+    """uint8[256]: label id -> train id (255 for ignored classes and ids Cityscapes lacks)."""
+    lut = np.full(256, IGNORE, dtype=np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.id < 256:
+            lut[label.id] = label.trainId if 0 <= label.trainId < NUM_CLASSES else IGNORE
+    return lut
+
+
+def train_id_to_id_lut() -> np.ndarray:
+    """uint8[256]: train id -> label id (the official evaluation's input); 255 -> 0 (unlabeled)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.trainId < NUM_CLASSES and label.id >= 0:
+            lut[label.trainId] = label.id
+    return lut
+
+
+def valid_label_ids() -> np.ndarray:
+    """bool[256]: which values may appear in a ``*_labelIds.png`` file."""
+    valid = np.zeros(256, dtype=bool)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.id < 256:
+            valid[label.id] = True
+    return valid
+
+
+def class_names() -> list[str]:
+    """The 19 train-id class names in train-id order."""
+    names = {lab.trainId: lab.name for lab in CITYSCAPES_LABELS if 0 <= lab.trainId < NUM_CLASSES}
+    return [names[i] for i in range(NUM_CLASSES)]
+
+
+_ID_TO_TRAIN = id_to_train_id_lut()
+_VALID_IDS = valid_label_ids()
+_VALID_TRAIN_IDS = np.zeros(256, dtype=bool)
+_VALID_TRAIN_IDS[list(range(NUM_CLASSES)) + [IGNORE]] = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Discovery
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_root(
+    path: str | os.PathLike | None = None,
+    synthetic: bool = False,
+    num_synthetic: int = 20,
+    synthetic_size: Sequence[int] = (1024, 2048),
+) -> Path:
+    """The dataset root: `path`, else $CITYSCAPES_DATASET, else (with `synthetic`) a generated tree.
+
+    Raises ValueError when neither is given (naming both and --synthetic) and when the root lacks
+    ``leftImg8bit`` or ``gtFine``.
+    """
+    if synthetic:
+        from datasets.synthetic import ensure_synthetic_tree
+
+        return ensure_synthetic_tree(num=num_synthetic, size=synthetic_size)
+    if path is None:
+        path = os.environ.get("CITYSCAPES_DATASET") or None
+    if path is None:
+        raise ValueError(
+            "no dataset given: pass -p/--path CITYSCAPES_ROOT or set the "
+            "CITYSCAPES_DATASET environment variable (or use --synthetic for "
+            "generated data that needs no download)"
+        )
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(
+            f"dataset root {str(root)!r} does not exist; pass the folder that holds "
+            "leftImg8bit/ and gtFine/"
+        )
+    missing = [d for d in ("leftImg8bit", "gtFine") if not (root / d).is_dir()]
+    if missing:
+        raise ValueError(
+            f"dataset root {str(root)!r} has no {' or '.join(missing)} folder; "
+            "pass the Cityscapes root that holds leftImg8bit/ and gtFine/"
+        )
+    return root
+
+
+def _pairs(root: Path, split: str, kind: str) -> list[Sample]:
+    """Match leftImg8bit/split images with kind/split annotations by CITY_SEQ_FRAME."""
+    image_dir, label_dir = root / "leftImg8bit" / split, root / kind / split
+    if not image_dir.is_dir():
+        raise ValueError(
+            f"split folder {str(image_dir)!r} does not exist; check the split name "
+            f"({', '.join(SPLITS)}) and the dataset root"
+        )
+    if not label_dir.is_dir():
+        raise ValueError(
+            f"annotation folder {str(label_dir)!r} does not exist; download and "
+            f"unpack {kind} into the dataset root"
+        )
+    suffix = "_leftImg8bit.png"
+    images = {p.name[: -len(suffix)]: p for p in image_dir.glob(f"*/*{suffix}")}
+    if not images:
+        raise ValueError(
+            f"split folder {str(image_dir)!r} holds no *{suffix} files; "
+            "is the dataset unpacked completely?"
+        )
+    labels: dict[str, Path] = {}
+    train_id_files: dict[str, Path] = {}
+    for pattern, target in (
+        (f"*/*_{kind}_labelIds.png", labels),
+        (f"*/*_{kind}_labelTrainIds.png", train_id_files),
+    ):
+        for p in label_dir.glob(pattern):
+            target[p.name[: p.name.index(f"_{kind}_")]] = p
+    names_with_labels = set(labels) | set(train_id_files)
+    for name in sorted(set(images) - names_with_labels):
+        raise ValueError(
+            f"image {str(images[name])!r} has no label file "
+            f"{name}_{kind}_labelIds.png in {str(label_dir)!r}"
+        )
+    for name in sorted(names_with_labels - set(images)):
+        label = train_id_files.get(name) or labels[name]
+        raise ValueError(f"label {str(label)!r} has no image {name}{suffix} in {str(image_dir)!r}")
+    samples = []
+    for name in sorted(images):
+        label = train_id_files.get(name) or labels[name]
+        instance = label_dir / name.split("_")[0] / f"{name}_{kind}_instanceIds.png"
+        samples.append(
+            Sample(
+                image=images[name],
+                label=label,
+                instance=instance if instance.exists() else None,
+                name=name,
+                train_ids=name in train_id_files,
+            )
+        )
+    return samples
+
+
+def find_samples(
+    root: str | os.PathLike, split: str = "train", coarse: bool = False, skip_bad: bool = False
+) -> list[Sample]:
+    """Image/label pairs of `split`, sorted by name; with `coarse`, add gtCoarse train_extra.
+
+    Args:
+        root: Cityscapes root (see resolve_root).
+        split: train, val or test (fine annotations) or train_extra (coarse).
+        coarse: add the coarse train_extra images (the seed's ``-c``); only for split train.
+        skip_bad: accepted for symmetry with the pipeline; discovery problems always raise.
+
+    Raises ValueError naming the folder or file for a missing split, an empty split, an image
+    without its label and a label without its image.
+    """
+    del skip_bad
+    root = Path(root)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    kind = "gtCoarse" if split == "train_extra" else "gtFine"
+    samples = _pairs(root, split, kind)
+    if coarse and split == "train":
+        samples += _pairs(root, "train_extra", "gtCoarse")
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading files
+# ----------------------------------------------------------------------------------------------
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB uint8 image (H, W, 3); ValueError naming the file if it is unreadable."""
+    path = str(path)
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(
+            f"cannot read image {path!r}: missing, corrupt or not an image; "
+            "replace the file or pass --skip-bad"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(
+    sample_or_path: Sample | str | os.PathLike, train_ids: bool | None = None
+) -> np.ndarray:
+    """Train ids (H, W) uint8 from a label file; ValueError naming the file for bad content.
+
+    A ``*_labelTrainIds.png`` (or `train_ids=True`) is read as it is; a ``*_labelIds.png`` goes
+    through the id -> train-id table. Ids Cityscapes does not have are an error, not ignore.
+    """
+    if isinstance(sample_or_path, Sample):
+        path, train_ids = str(sample_or_path.label), sample_or_path.train_ids
+    else:
+        path = str(sample_or_path)
+        if train_ids is None:
+            train_ids = path.endswith("_labelTrainIds.png")
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise ValueError(
+            f"cannot read label {path!r}: missing, corrupt or not a PNG; "
+            "replace the file or pass --skip-bad"
+        )
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise ValueError(
+            f"label {path!r} must be a single-channel 8-bit PNG; got shape "
+            f"{label.shape} dtype {label.dtype}"
+        )
+    valid = _VALID_TRAIN_IDS if train_ids else _VALID_IDS
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = present[~valid[present]]
+    if bad.size:
+        kind = "train ids (0-18, 255)" if train_ids else "Cityscapes label ids (0-33)"
+        raise ValueError(
+            f"label {path!r} holds values {bad.tolist()[:8]} that are not "
+            f"{kind}; regenerate it with cityscapesscripts"
+        )
+    return label if train_ids else _ID_TO_TRAIN[label]
+
+
+def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, train ids) of a sample, checked to have the same size."""
+    image, label = read_image(sample.image), read_label(sample)
+    if image.shape[:2] != label.shape:
+        raise ValueError(
+            f"label {str(sample.label)!r} is {label.shape[1]}x{label.shape[0]} but "
+            f"its image is {image.shape[1]}x{image.shape[0]}"
+        )
+    return image, label
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation (uint8, OpenCV)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training augmentation settings."""
+
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    photometric: bool = True
+    brightness: float = 0.2  #: +- fraction of 255 added
+    contrast: float = 0.2  #: +- fraction of the contrast scale
+    saturation: float = 0.2  #: +- per-channel gain spread (cheap saturation/hue jitter)
+
+
+def scale_crop(
+    image: np.ndarray,
+    label: np.ndarray,
+    crop: tuple[int, int],
+    scale: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scale by `scale` and take a random `crop`, cropping BEFORE resizing (only the window is
+    resized). Regions outside the scaled image are padded: 0 for the image, 255 for the label."""
+    h, w = label.shape
+    ch, cw = crop
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    # Window of the scaled image that lands in the crop (top-left y0, x0 in scaled pixels).
+    y0 = int(rng.integers(0, sh - ch + 1)) if sh > ch else 0
+    x0 = int(rng.integers(0, sw - cw + 1)) if sw > cw else 0
+    out_h, out_w = min(ch, sh - y0), min(cw, sw - x0)
+    # Source rows/cols covering that window, with one pixel of margin for bilinear filtering.
+    sy0, sy1 = y0 / scale, (y0 + out_h) / scale
+    sx0, sx1 = x0 / scale, (x0 + out_w) / scale
+    iy0, ix0 = max(0, int(np.floor(sy0)) - 1), max(0, int(np.floor(sx0)) - 1)
+    iy1, ix1 = min(h, int(np.ceil(sy1)) + 1), min(w, int(np.ceil(sx1)) + 1)
+    # Affine map from source window to output: out = (src - s0) * scale, half-pixel centred.
+    matrix = np.array(
+        [
+            [scale, 0, (ix0 - sx0) * scale + 0.5 * (scale - 1)],
+            [0, scale, (iy0 - sy0) * scale + 0.5 * (scale - 1)],
+        ],
+        dtype=np.float64,
+    )
+    img_win = cv2.warpAffine(
+        image[iy0:iy1, ix0:ix1],
+        matrix,
+        (out_w, out_h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    lab_win = cv2.warpAffine(
+        label[iy0:iy1, ix0:ix1],
+        matrix,
+        (out_w, out_h),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    if (out_h, out_w) == (ch, cw):
+        return img_win, lab_win
+    img_out = np.zeros((ch, cw, 3), dtype=np.uint8)
+    lab_out = np.full((ch, cw), IGNORE, dtype=np.uint8)
+    py = int(rng.integers(0, ch - out_h + 1)) if out_h < ch else 0
+    px = int(rng.integers(0, cw - out_w + 1)) if out_w < cw else 0
+    img_out[py : py + out_h, px : px + out_w] = img_win
+    lab_out[py : py + out_h, px : px + out_w] = lab_win
+    return img_out, lab_out
+
+
+def photometric_jitter(image: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """Brightness, contrast and per-channel gain through one 256-entry lookup table per channel."""
+    brightness = rng.uniform(-aug.brightness, aug.brightness) * 255
+    contrast = 1 + rng.uniform(-aug.contrast, aug.contrast)
+    gains = 1 + rng.uniform(-aug.saturation, aug.saturation, size=3)
+    values = np.arange(256, dtype=np.float32)
+    table = (values[:, None] - 128) * contrast * gains[None, :] + 128 + brightness
+    table = np.clip(np.round(table), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    return cv2.LUT(image, table)
+
+
+def augment_pair(
+    image: np.ndarray, label: np.ndarray, crop: tuple[int, int], seed: int, aug: Augment = Augment()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale + crop, horizontal flip and colour jitter, repeatable for a given seed."""
+    rng = np.random.default_rng(seed)
+    scale = float(np.exp(rng.uniform(np.log(aug.min_scale), np.log(aug.max_scale))))
+    image, label = scale_crop(image, label, crop, scale, rng)
+    if aug.flip and rng.random() < 0.5:
+        image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+    if aug.photometric:
+        image = photometric_jitter(image, rng, aug)
+    return image, label
+
+
+def resize_pair(
+    image: np.ndarray, label: np.ndarray, size: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize for evaluation: bilinear for the image, nearest for the label."""
+    if size is None or image.shape[:2] == tuple(size):
+        return image, label
+    h, w = size
+    return (
+        cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
+        cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# tf.data
+# ----------------------------------------------------------------------------------------------
+
+
+def shard_samples(samples: Sequence[Sample], num_shards: int, index: int) -> list[Sample]:
+    """Every `num_shards`-th sample starting at `index`: disjoint shards that cover all files."""
+    if num_shards < 1 or not 0 <= index < num_shards:
+        raise ValueError(f"shard index must be in [0, {num_shards}); got {index!r}")
+    return list(samples[index::num_shards])
+
+
+def build_dataset(
+    samples: Sequence[Sample],
+    batch_size: int,
+    crop_size: Sequence[int] | None,
+    training: bool,
+    seed: int | None = None,
+    cache: bool = False,
+    shard: tuple[int, int] | None = None,
+    repeat: bool = False,
+    drop_remainder: bool | None = None,
+    epoch: int = 0,
+    augment: Augment = Augment(),
+    skip_bad: bool = False,
+    num_parallel_calls: int | None = None,
+) -> Any:
+    """A tf.data pipeline of ``(images uint8 (N, H, W, 3), train ids uint8 (N, H, W))``.
+
+    Args:
+        samples: from find_samples.
+        batch_size: images per batch (per worker).
+        crop_size: (H, W) of the output. Training crops to it after random scaling; evaluation
+            resizes to it (None keeps the files' size).
+        training: shuffle and augment (scale 0.5-2.0, crop with ignore padding, flip, jitter).
+        seed: makes shuffling and augmentation repeatable; None draws a fresh one.
+        cache: keep decoded images in memory after the first pass (small data sets only).
+        shard: (num_workers, worker_index): this worker's disjoint share of the files.
+        repeat: repeat forever (epoch after epoch, reshuffled).
+        drop_remainder: default True when training, False otherwise.
+        epoch: epoch number mixed into the seed, so epoch k of a resumed run sees the same order
+            and augmentation as epoch k of an uninterrupted one.
+        augment: augmentation settings.
+        skip_bad: log unreadable or invalid files and leave them out instead of raising.
+        num_parallel_calls: decode/augment parallelism (default: tf.data AUTOTUNE).
+
+    Errors in a file surface when its batch is read, as a ValueError-bearing
+    tf.errors.InvalidArgumentError whose message names the file.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1; got {batch_size!r}")
+    samples = list(samples)
+    if shard is not None:
+        samples = shard_samples(samples, *shard)
+    if not samples:
+        raise ValueError("no samples to read (empty split or shard)")
+    if training and crop_size is None:
+        raise ValueError("training needs a crop size (H, W)")
+    crop = tuple(int(v) for v in crop_size) if crop_size is not None else None
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    parallel = num_parallel_calls or tf.data.AUTOTUNE
+    by_index = samples
+
+    def load(index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sample = by_index[int(index)]
+        try:
+            image, label = load_pair(sample)
+        except ValueError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping %s: %s", sample.name, exc)
+            return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), np.bool_(False)
+        return image, label, np.bool_(True)
+
+    def tf_load(index: Any) -> tuple[Any, Any, Any]:
+        image, label, ok = tf.numpy_function(
+            load, [index], [tf.uint8, tf.uint8, tf.bool], stateful=False
+        )
+        return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(label, [None, None]), ok
+
+    def transform(
+        image: np.ndarray, label: np.ndarray, item_seed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if training:
+            return augment_pair(image, label, crop, int(item_seed), augment)
+        return resize_pair(image, label, crop)
+
+    def tf_transform(image: Any, label: Any, item_seed: Any) -> tuple[Any, Any]:
+        image, label = tf.numpy_function(
+            transform, [image, label, item_seed], [tf.uint8, tf.uint8], stateful=False
+        )
+        shape = list(crop) if crop is not None else [None, None]
+        return tf.ensure_shape(image, shape + [3]), tf.ensure_shape(label, shape)
+
+    indices = tf.data.Dataset.range(len(samples))
+    if training:
+        indices = indices.shuffle(
+            len(samples), seed=_mix(seed, epoch, 1), reshuffle_each_iteration=True
+        )
+    ds = indices.map(tf_load, num_parallel_calls=parallel, deterministic=True)
+    ds = ds.filter(_is_ok).map(_drop_flag)
+    if cache:
+        ds = ds.cache()
+    seeds = tf.data.Dataset.random(seed=_mix(seed, epoch, 2))
+    ds = tf.data.Dataset.zip(ds, seeds).map(_attach_seed)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(tf_transform, num_parallel_calls=parallel, deterministic=True)
+    if drop_remainder is None:
+        drop_remainder = training
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_ok(image: Any, label: Any, ok: Any) -> Any:
+    """Filter predicate: the file decoded (only False with skip_bad)."""
+    return ok
+
+
+def _drop_flag(image: Any, label: Any, ok: Any) -> tuple[Any, Any]:
+    """Drop the decode flag."""
+    return image, label
+
+
+def _attach_seed(pair: tuple[Any, Any], item_seed: Any) -> tuple[Any, Any, Any]:
+    """Flatten ((image, label), seed) into (image, label, seed)."""
+    return pair[0], pair[1], item_seed
+
+
+def _mix(seed: int, epoch: int, stream: int) -> int:
+    """A 31-bit seed derived from (seed, epoch, stream)."""
+    return int(
+        np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), stream]).generate_state(1)[0]
+        >> 1
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Data benchmark
+# ----------------------------------------------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def benchmark_pipeline(
+    root: str | os.PathLike,
+    size: Sequence[int] = (1024, 2048),
+    batch_size: int = 1,
+    num_images: int = 40,
+    split: str = "train",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Training-pipeline images/s against the decode-only ceiling on the same files and cores.
+
+    The ceiling decodes each image and label PNG (nothing else) with a pool of `workers`
+    threads (OpenCV releases the GIL); the pipeline is build_dataset(training=True) at `size`.
+    Both read `num_images` images (files are cycled if the split has fewer) after one warm-up pass.
+    """
+    import tensorflow as tf
+
+    workers = workers or os.cpu_count() or 1
+    samples = find_samples(root, split)
+    files = [samples[i % len(samples)] for i in range(num_images)]
+
+    def decode(sample: Sample) -> None:
+        cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+        cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(decode, files[: min(len(files), workers * 2)]))  # warm the file cache
+        start = time.perf_counter()
+        list(pool.map(decode, files))
+        ceiling_s = time.perf_counter() - start
+
+    ds = build_dataset(files, batch_size, size, training=True, seed=0, drop_remainder=False)
+    for _ in ds.take(1):
+        pass
+    rss_before = _peak_rss_mb()
+    start = time.perf_counter()
+    count = 0
+    for images, _labels in ds:
+        count += int(images.shape[0])
+    pipeline_s = time.perf_counter() - start
+    # The first batch above was a warm-up; the timed pass reads every file.
+    ceiling = num_images / ceiling_s
+    pipeline = count / pipeline_s
+    return {
+        "size": f"{int(size[0])}x{int(size[1])}",
+        "batch_size": batch_size,
+        "images": count,
+        "workers": workers,
+        "decode_ceiling_images_per_s": ceiling,
+        "pipeline_images_per_s": pipeline,
+        "share_of_ceiling": pipeline / ceiling,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_before_pipeline_mb": rss_before,
+        "tensorflow": tf.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: check a data set
+# ----------------------------------------------------------------------------------------------
+
+
+def check_split(
+    root: str | os.PathLike, split: str, coarse: bool = False, workers: int | None = None
+) -> dict[str, Any]:
+    """Read every image and label of a split (in parallel) and count the train-id pixels.
+
+    Raises ValueError naming the first bad file (unreadable, size mismatch, unknown ids).
+    """
+    samples = find_samples(root, split, coarse=coarse)
+    counts = np.zeros(256, dtype=np.int64)
+
+    def read(sample: Sample) -> np.ndarray:
+        _, label = load_pair(sample)
+        return np.bincount(label.ravel(), minlength=256)
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for hist in pool.map(read, samples):
+            counts += hist
+    return {
+        "split": split,
+        "images": len(samples),
+        "pixels_per_train_id": counts[:NUM_CLASSES],
+        "ignored_pixels": int(counts[IGNORE]),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m datasets.cityscapes [-p ROOT] [--split S]`: check that a data set reads cleanly."""
+    from utils.cli import add_dataset_args, dataset_root, guard, make_parser
+
+    parser = make_parser(
+        "Check a Cityscapes tree: find every image/label pair of a split, "
+        "decode them all and print the class distribution."
+    )
+    add_dataset_args(parser)
+    parser.add_argument("--split", default="train", choices=SPLITS, help="split to check")
+    args = parser.parse_args(argv)
+
+    @guard
+    def run() -> None:
+        root = dataset_root(args)
+        stats = check_split(root, args.split, coarse=args.coarse)
+        total = max(1, int(stats["pixels_per_train_id"].sum()) + stats["ignored_pixels"])
+        print(f"{root}: split {args.split}: {stats['images']} images read without error")
+        for name, count in zip(class_names(), stats["pixels_per_train_id"], strict=True):
+            print(f"  {name:<14} {100 * count / total:6.2f} %")
+        print(f"  {'(ignored)':<14} {100 * stats['ignored_pixels'] / total:6.2f} %")
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

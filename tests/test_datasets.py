@@ -1,0 +1,302 @@
+"""The data side: label mapping, discovery, the tf.data pipeline, the synthetic tree, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from cityscapesscripts.helpers.labels import id2label, labels, trainId2label
+
+from datasets import cityscapes as cs
+from datasets import synthetic
+
+
+def _copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------- label mapping
+
+
+def test_id_to_train_id_matches_cityscapesscripts_for_every_id() -> None:
+    lut = cs.id_to_train_id_lut()
+    for label in labels:
+        if label.id < 0:
+            continue
+        expected = label.trainId if 0 <= label.trainId <= 18 else 255
+        assert lut[label.id] == expected, label.name
+    # Values that are not Cityscapes ids map to ignore as well.
+    assert (lut[max(id2label) + 1 :] == 255).all()
+
+
+def test_train_id_to_id_matches_cityscapesscripts() -> None:
+    lut = cs.train_id_to_id_lut()
+    for train_id in range(19):
+        assert lut[train_id] == trainId2label[train_id].id
+    assert cs.class_names()[0] == "road" and cs.class_names()[18] == "bicycle"
+    assert len(cs.class_names()) == cs.NUM_CLASSES
+
+
+def test_read_label_maps_ids_and_keeps_train_id_files(tmp_path: Path) -> None:
+    ids = np.array([[7, 8, 0], [26, 33, 1]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a_gtFine_labelIds.png"), ids)
+    np.testing.assert_array_equal(
+        cs.read_label(tmp_path / "a_gtFine_labelIds.png"), [[0, 1, 255], [13, 18, 255]]
+    )
+    train = np.array([[0, 18, 255]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a_gtFine_labelTrainIds.png"), train)
+    np.testing.assert_array_equal(cs.read_label(tmp_path / "a_gtFine_labelTrainIds.png"), train)
+
+
+# ---------------------------------------------------------------------------- synthetic tree
+
+
+def test_synthetic_tree_has_the_official_layout_and_formats(synthetic_root: Path) -> None:
+    for split, n in (("train", 4), ("val", 3)):
+        samples = cs.find_samples(synthetic_root, split)
+        assert len(samples) == n
+        for sample in samples:
+            assert sample.image.name == f"{sample.name}_leftImg8bit.png"
+            assert sample.label.name == f"{sample.name}_gtFine_labelIds.png"
+            image, label = cs.load_pair(sample)  # the loader's own checks pass
+            assert image.shape == (128, 256, 3) and image.dtype == np.uint8
+            color = cv2.imread(str(sample.label).replace("labelIds", "color"), cv2.IMREAD_UNCHANGED)
+            ids = cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
+            # The colour file uses the official palette of each label id (stored BGRA).
+            for label_id in np.unique(ids):
+                expected = id2label[int(label_id)].color
+                pixel = color[ids == label_id][0]
+                assert tuple(pixel[2::-1]) == expected and pixel[3] == 255
+            instances = cv2.imread(str(sample.instance), cv2.IMREAD_UNCHANGED)
+            assert instances.dtype == np.uint16
+            # Instance classes are id*1000+k, the others their label id.
+            np.testing.assert_array_equal(
+                np.where(instances >= 1000, instances // 1000, instances), ids
+            )
+            assert (instances >= 1000).any()
+            assert len(np.unique(label[label != 255])) >= 5
+
+
+def test_synthetic_generation_is_repeatable(tmp_path: Path) -> None:
+    a = synthetic.generate(tmp_path / "a", num=1, size=(64, 128), seed=5, splits=("val",))
+    b = synthetic.generate(tmp_path / "b", num=1, size=(64, 128), seed=5, splits=("val",))
+    name = "leftImg8bit/val/synthville/synthville_000000_000019_leftImg8bit.png"
+    np.testing.assert_array_equal(cv2.imread(str(a / name)), cv2.imread(str(b / name)))
+
+
+def test_coarse_split_is_added_with_c(synthetic_root: Path) -> None:
+    fine = cs.find_samples(synthetic_root, "train")
+    both = cs.find_samples(synthetic_root, "train", coarse=True)
+    coarse = [s for s in both if "gtCoarse" in str(s.label)]
+    assert len(both) == len(fine) + 2 and len(coarse) == 2
+    assert all("train_extra" in str(s.image) for s in coarse)
+
+
+def test_label_train_ids_files_are_preferred(tmp_path: Path, synthetic_root: Path) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    sample = cs.find_samples(root, "val")[0]
+    train_ids = cs.read_label(sample)
+    cv2.imwrite(str(sample.label).replace("labelIds", "labelTrainIds"), train_ids)
+    again = cs.find_samples(root, "val")[0]
+    assert again.train_ids and again.label.name.endswith("_labelTrainIds.png")
+    np.testing.assert_array_equal(cs.read_label(again), train_ids)
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+
+def test_training_pipeline_shapes_dtypes_and_ranges(synthetic_root: Path) -> None:
+    samples = cs.find_samples(synthetic_root, "train")
+    ds = cs.build_dataset(samples, batch_size=2, crop_size=(64, 96), training=True, seed=0)
+    batches = list(ds)
+    assert len(batches) == 2  # 4 images, drop_remainder when training
+    for images, labels_ in batches:
+        assert images.shape == (2, 64, 96, 3) and images.dtype.name == "uint8"
+        assert labels_.shape == (2, 64, 96) and labels_.dtype.name == "uint8"
+        values = np.unique(labels_.numpy())
+        assert set(values.tolist()) <= set(range(19)) | {255}
+
+
+def test_evaluation_pipeline_resizes_and_keeps_order(synthetic_root: Path) -> None:
+    samples = cs.find_samples(synthetic_root, "val")
+    ds = cs.build_dataset(samples, batch_size=2, crop_size=(64, 128), training=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [2, 1]  # nothing dropped
+    first = cs.load_pair(samples[0])[1]
+    expected = cv2.resize(first, (128, 64), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(batches[0][1][0].numpy(), expected)
+
+
+def test_pipeline_is_repeatable_with_a_seed(synthetic_root: Path) -> None:
+    samples = cs.find_samples(synthetic_root, "train")
+
+    def run(seed: int, epoch: int = 0) -> list[np.ndarray]:
+        ds = cs.build_dataset(samples, 1, (64, 96), training=True, seed=seed, epoch=epoch)
+        return [img.numpy() for img, _ in ds]
+
+    a, b, c, d = run(7), run(7), run(8), run(7, epoch=1)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert not all((x == y).all() for x, y in zip(a, c, strict=True))
+    assert not all((x == y).all() for x, y in zip(a, d, strict=True))
+
+
+def test_zoom_out_pads_labels_with_ignore() -> None:
+    image = np.full((40, 80, 3), 200, np.uint8)
+    label = np.full((40, 80), 3, np.uint8)
+    rng = np.random.default_rng(0)
+    img, lab = cs.scale_crop(image, label, (64, 128), 0.5, rng)
+    assert img.shape == (64, 128, 3) and lab.shape == (64, 128)
+    assert (lab == 3).sum() == 20 * 40 and (lab == 255).sum() == 64 * 128 - 800
+    assert (img[lab == 255] == 0).all() and (img[lab == 3] == 200).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmentation_keeps_image_and_label_aligned(seed: int) -> None:
+    # Each 16x16 block has a random class; its colour encodes that class.
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 19, size=(16, 32)).astype(np.uint8)
+    label = np.kron(blocks, np.ones((16, 16), np.uint8))
+    image = np.repeat((label * 12)[..., None], 3, axis=2)
+    aug = cs.Augment(photometric=False)
+    img, lab = cs.augment_pair(image, label, (128, 192), seed=seed, aug=aug)
+    # Away from block borders (where bilinear filtering blends colours) every pixel's colour
+    # must decode to its label exactly; a shift of even one pixel would break this.
+    kernel = np.ones((3, 3), np.uint8)
+    interior = (cv2.dilate(lab, kernel) == cv2.erode(lab, kernel)) & (lab != 255)
+    interior[[0, -1], :] = interior[:, [0, -1]] = False  # blends with pixels outside the crop
+    decoded = img[..., 0].astype(np.int32)
+    assert interior.mean() > 0.3
+    np.testing.assert_array_equal(decoded[interior], lab[interior].astype(np.int32) * 12)
+
+
+def test_photometric_jitter_changes_colours_not_geometry() -> None:
+    image = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (8, 1, 3))
+    out = cs.photometric_jitter(image, np.random.default_rng(1), cs.Augment())
+    assert out.shape == image.shape and not (out == image).all()
+    # Monotone per channel: ordering of intensities along a row is kept.
+    assert (np.diff(out[0, :, 0].astype(int)) >= 0).all()
+
+
+def test_sharding_splits_files_without_overlap(synthetic_root: Path) -> None:
+    samples = cs.find_samples(synthetic_root, "train", coarse=True)
+    shards = [cs.shard_samples(samples, 3, i) for i in range(3)]
+    names = [s.name for shard in shards for s in shard]
+    assert sorted(names) == sorted(s.name for s in samples) and len(set(names)) == len(names)
+    ds = cs.build_dataset(samples, 1, None, training=False, shard=(3, 1))
+    assert sum(1 for _ in ds) == len(shards[1])
+    with pytest.raises(ValueError, match="shard index"):
+        cs.shard_samples(samples, 2, 2)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_no_path_and_no_environment_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    with pytest.raises(ValueError, match="CITYSCAPES_DATASET.*--synthetic"):
+        cs.resolve_root(None)
+
+
+def test_environment_variable_is_used(
+    monkeypatch: pytest.MonkeyPatch, synthetic_root: Path
+) -> None:
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(synthetic_root))
+    assert cs.resolve_root(None) == synthetic_root
+
+
+def test_missing_root_and_missing_folders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        cs.resolve_root(tmp_path / "nowhere")
+    (tmp_path / "leftImg8bit").mkdir()
+    with pytest.raises(ValueError, match="no gtFine folder"):
+        cs.resolve_root(tmp_path)
+
+
+def test_empty_split(tmp_path: Path) -> None:
+    for d in ("leftImg8bit/val", "gtFine/val"):
+        (tmp_path / d).mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no .*leftImg8bit.png"):
+        cs.find_samples(tmp_path, "val")
+    with pytest.raises(ValueError, match="leftImg8bit/train' does not exist"):
+        cs.find_samples(tmp_path, "train")
+
+
+def test_image_without_label_and_label_without_image(tmp_path: Path, synthetic_root: Path) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "a")
+    sample = cs.find_samples(root, "val")[1]
+    sample.label.unlink()
+    with pytest.raises(ValueError, match=f"image .*{sample.name}_leftImg8bit.png' has no label"):
+        cs.find_samples(root, "val")
+    root = _copy_tree(synthetic_root, tmp_path / "b")
+    sample = cs.find_samples(root, "val")[2]
+    sample.image.unlink()
+    with pytest.raises(
+        ValueError, match=f"label .*{sample.name}_gtFine_labelIds.png' has no image"
+    ):
+        cs.find_samples(root, "val")
+
+
+def test_corrupt_png_is_named_at_first_read(tmp_path: Path, synthetic_root: Path) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    sample = cs.find_samples(root, "val")[0]
+    data = sample.image.read_bytes()
+    sample.image.write_bytes(data[: len(data) // 3])  # truncated
+    with pytest.raises(ValueError, match=sample.image.name):
+        cs.load_pair(sample)
+    ds = cs.build_dataset(cs.find_samples(root, "val"), 1, None, training=False)
+    with pytest.raises(Exception, match=sample.image.name):
+        list(ds)
+
+
+def test_skip_bad_leaves_the_file_out(
+    tmp_path: Path, synthetic_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    samples = cs.find_samples(root, "val")
+    samples[1].label.write_bytes(b"not a png")
+    ds = cs.build_dataset(samples, 1, None, training=False, skip_bad=True)
+    with caplog.at_level("WARNING"):
+        assert sum(1 for _ in ds) == 2
+    assert samples[1].name in caplog.text
+
+
+def test_label_with_ids_cityscapes_does_not_have(tmp_path: Path, synthetic_root: Path) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    sample = cs.find_samples(root, "val")[0]
+    label = cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
+    label[0, 0] = 77
+    cv2.imwrite(str(sample.label), label)
+    with pytest.raises(ValueError, match=r"holds values \[77\]"):
+        cs.read_label(sample)
+
+
+def test_label_of_another_size(tmp_path: Path, synthetic_root: Path) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    sample = cs.find_samples(root, "val")[0]
+    label = cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(sample.label), label[:64])
+    with pytest.raises(ValueError, match="is 256x64 but its image is 256x128"):
+        cs.load_pair(sample)
+
+
+def test_check_cli_bad_input_exits_2_with_one_line(
+    tmp_path: Path, synthetic_root: Path, repo_root: Path
+) -> None:
+    root = _copy_tree(synthetic_root, tmp_path / "cs")
+    sample = cs.find_samples(root, "val")[2]
+    sample.label.write_bytes(b"\x89PNG broken")
+    cmd = [sys.executable, "-m", "datasets.cityscapes", "-p", str(root), "--split", "val"]
+    result = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and sample.label.name in lines[0]
+    ok = subprocess.run(
+        cmd[:4] + [str(synthetic_root)], cwd=repo_root, capture_output=True, text=True, timeout=120
+    )
+    assert ok.returncode == 0 and "4 images read without error" in ok.stdout
