@@ -46,8 +46,10 @@ def normalize_input(inputs: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     if mode not in NORMALIZATIONS:
         raise ValueError(f"unknown normalisation {mode!r}; choose one of {sorted(NORMALIZATIONS)}")
     mean, std = NORMALIZATIONS[mode]
-    return layers.Normalization(mean=list(mean), variance=[s * s for s in std],
-                                name="input_normalization")(inputs)
+    # Rescaling with per-channel constants (not layers.Normalization, whose mean and variance
+    # tf2onnx exports as extra graph inputs instead of folding them in).
+    return layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
+                            name="input_normalization")(inputs)
 
 
 def logits_output(x: keras.KerasTensor, name: str = "logits") -> keras.KerasTensor:
@@ -74,3 +76,171 @@ def resize_to(x: keras.KerasTensor, size: tuple[int, int], name: str,
         return x
     return layers.Resizing(int(size[0]), int(size[1]), interpolation=interpolation,
                            name=name)(x)
+
+
+def adaptive_pool_matrix(in_size: int, bins: int) -> list[list[float]]:
+    """(bins, in_size) averaging matrix of PyTorch's AdaptiveAvgPool: floor(i*n/b)..ceil((i+1)*n/b)."""
+    matrix = [[0.0] * in_size for _ in range(bins)]
+    for i in range(bins):
+        start = (i * in_size) // bins
+        end = -((-(i + 1) * in_size) // bins)
+        matrix[i][start:end] = [1.0 / (end - start)] * (end - start)
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="segmentation")
+class AdaptiveAveragePooling2D(layers.Layer):
+    """Adaptive average pooling to `output_size` bins, as PyTorch's AdaptiveAvgPool2d.
+
+    The input's H and W must be static (known when the model is built): the pooling is two
+    constant averaging matrices applied with einsum, so it exports to ONNX as plain MatMul/Einsum
+    and works at any input size, divisible by the bins or not.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+        if min(self.output_size) < 1:
+            raise ValueError(f"output_size must be positive; got {output_size!r}")
+
+    def build(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError(
+                f"AdaptiveAveragePooling2D needs a static height and width; got {input_shape!r}"
+            )
+        self._rows = adaptive_pool_matrix(int(height), self.output_size[0])
+        self._cols = adaptive_pool_matrix(int(width), self.output_size[1])
+
+    def call(self, inputs):
+        rows = keras.ops.convert_to_tensor(self._rows, dtype=inputs.dtype)
+        cols = keras.ops.convert_to_tensor(self._cols, dtype=inputs.dtype)
+        x = keras.ops.einsum("ih,nhwc->niwc", rows, inputs)
+        return keras.ops.einsum("jw,niwc->nijc", cols, x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+@keras.saving.register_keras_serializable(package="cityscapes_bench")
+class MaxPoolingWithArgmax2D(layers.Layer):
+    """2x2 stride-2 max pooling that also returns the int64 argmax of every pooled value.
+
+    Returns `(pooled, indices)`. `indices` are tf.nn.max_pool_with_argmax's flat positions
+    within each image, `(y * W + x) * C + c` over the input (batch not included), as int64 so
+    that they stay exact at any size (float32 holds integers only up to 2**24). Height and width
+    must be even. XLA has no kernel for MaxPoolWithArgmax, so the layer opts out of jit_compile.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False
+
+    def build(self, input_shape):
+        for size in input_shape[1:3]:
+            if size is not None and int(size) % 2:
+                raise ValueError(f"{self.name} needs an even height and width; got {input_shape!r}")
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        return tf.nn.max_pool_with_argmax(
+            inputs,
+            ksize=2,
+            strides=2,
+            padding="VALID",
+            output_dtype=tf.int64,
+            include_batch_in_index=False,
+        )
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        half = (n, None if h is None else h // 2, None if w is None else w // 2, c)
+        return half, half
+
+    def compute_output_spec(self, inputs):
+        shape = self.compute_output_shape(tuple(inputs.shape))[0]
+        return (
+            keras.KerasTensor(shape, dtype=inputs.dtype),
+            keras.KerasTensor(shape, dtype="int64"),
+        )
+
+
+@keras.saving.register_keras_serializable(package="cityscapes_bench")
+class MaxUnpooling2D(layers.Layer):
+    """Inverse of MaxPoolingWithArgmax2D: each value goes back exactly where its argmax says.
+
+    Takes `[values, indices]` from a MaxPoolingWithArgmax2D (possibly after convolutions that
+    keep the shape) and returns a tensor twice as high and wide, zero except at the argmax
+    positions. The indices are decoded in int64 to their offset inside the 2x2 window, and the
+    four window positions are filled with elementwise selects: no scatter, so it is exact at
+    any size and exports to ONNX (Div/Mod/Equal/Where/Reshape) and TensorRT as it is.
+    """
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        values, indices = inputs
+        shape = tf.shape(values, out_type=tf.int64)
+        channels, width = shape[3], 2 * shape[2]
+        position = tf.math.floordiv(tf.cast(indices, tf.int64), channels)  # y * W + x
+        column = tf.math.floormod(position, 2)
+        row = tf.math.floormod(tf.math.floordiv(position, width), 2)
+        offset = 2 * row + column
+        zeros = tf.zeros_like(values)
+        parts = [tf.where(tf.equal(offset, k), values, zeros) for k in range(4)]
+        top = tf.stack(parts[:2], axis=3)  # (N, h, w, 2, C): dx in axis 3
+        bottom = tf.stack(parts[2:], axis=3)
+        full = tf.stack([top, bottom], axis=2)  # (N, h, 2, w, 2, C): dy in axis 2
+        out_shape = tf.stack([shape[0], 2 * shape[1], width, channels])
+        return tf.reshape(full, out_shape)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape[0]
+        return (n, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+
+#: Keras-applications "caffe" mode (ResNet50/101 ImageNet weights): ImageNet mean subtracted, no
+#: scaling, listed in RGB order; models/backbones/resnet.py flips conv1's input channels when it
+#: loads those BGR-trained weights, so the model still takes RGB.
+NORMALIZATIONS["caffe"] = ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0))
+
+
+def separable_conv_bn_relu(x: keras.KerasTensor, filters: int, kernel_size: int = 3,
+                           dilation_rate: int = 1, name: str = "sepconv") -> keras.KerasTensor:
+    """Depthwise (dilated) conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU, DeepLabV3+ style.
+
+    Layers are named `{name}_depthwise`, `{name}_depthwise_bn`, `{name}_pointwise`, ...
+    """
+    x = layers.DepthwiseConv2D(kernel_size, padding="same", dilation_rate=dilation_rate,
+                               use_bias=False, name=f"{name}_depthwise")(x)
+    x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
+    return conv_bn_relu(x, filters, 1, name=f"{name}_pointwise")
+
+
+def aspp(x: keras.KerasTensor, filters: int = 256, rates: tuple[int, ...] = (6, 12, 18),
+         dropout: float = 0.1, name: str = "aspp") -> keras.KerasTensor:
+    """Atrous spatial pyramid pooling (DeepLabV3/V3+) on a feature map of static size.
+
+    Branches: image pooling (global average -> 1x1 -> BN/ReLU -> upsampled to the feature size,
+    so it adapts to any input size), a 1x1 conv, and one dilated separable 3x3 per rate, each
+    `filters` wide; concatenated, projected by a 1x1 conv to `filters`, then dropout.
+    Layers: `{name}_pool_conv`, `{name}_conv1x1`, `{name}_sepconv{i}_depthwise` (i = 1.. in rate
+    order), `{name}_project`, `{name}_dropout`.
+    """
+    size = (int(x.shape[1]), int(x.shape[2]))
+    pool = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    pool = conv_bn_relu(pool, filters, 1, name=f"{name}_pool_conv")
+    pool = layers.UpSampling2D(size, name=f"{name}_pool_upsample")(pool)
+    branches = [pool, conv_bn_relu(x, filters, 1, name=f"{name}_conv1x1")]
+    for i, rate in enumerate(rates, start=1):
+        branches.append(separable_conv_bn_relu(x, filters, 3, rate, name=f"{name}_sepconv{i}"))
+    x = layers.Concatenate(name=f"{name}_concat")(branches)
+    x = conv_bn_relu(x, filters, 1, name=f"{name}_project")
+    return layers.Dropout(dropout, name=f"{name}_dropout")(x)
