@@ -48,7 +48,7 @@ def normalize_input(inputs: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     mean, std = NORMALIZATIONS[mode]
     # Rescaling with per-channel constants (not layers.Normalization, whose mean and variance
     # tf2onnx exports as extra graph inputs instead of folding them in).
-    return layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std)],
+    return layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std, strict=True)],
                             name="input_normalization")(inputs)
 
 
