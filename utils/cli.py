@@ -114,7 +114,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """-m/--model, --backbone, --output-stride, -t/--target-size: what build_model needs."""
+    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs."""
     from models import MODELS  # imported here so `--help` of TF-free scripts stays light
 
     group = parser.add_argument_group("model")
@@ -136,6 +136,12 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         help="deeplabv3+ output stride (default: the model's own)",
     )
     group.add_argument(
+        "--head",
+        default=None,
+        choices=["encnet", "psp", "aspp"],
+        help="fastfcn segmentation head (default: encnet, the paper's)",
+    )
+    group.add_argument(
         "-t",
         "--target-size",
         type=parse_target_size,
@@ -150,6 +156,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {
         "backbone": getattr(args, "backbone", None),
         "output_stride": getattr(args, "output_stride", None),
+        "head": getattr(args, "head", None),
     }
     return {k: v for k, v in options.items() if v is not None}
 
