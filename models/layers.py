@@ -179,7 +179,9 @@ class MaxUnpooling2D(layers.Layer):
     keep the shape) and returns a tensor twice as high and wide, zero except at the argmax
     positions. The indices are decoded in int64 to their offset inside the 2x2 window, and the
     four window positions are filled with elementwise selects: no scatter, so it is exact at
-    any size and exports to ONNX (Div/Mod/Equal/Where/Reshape) and TensorRT as it is.
+    any size and exports to ONNX (Div/Mod/Equal/Where/Reshape) for onnxruntime. TensorRT's
+    ONNX parser rejects MaxPool's indices output and Mod, so Bayesian SegNet does not go to
+    TensorRT (convert_to_onnx.py reports it).
     """
 
     def call(self, inputs):
@@ -192,8 +194,8 @@ class MaxUnpooling2D(layers.Layer):
         column = tf.math.floormod(position, 2)
         row = tf.math.floormod(tf.math.floordiv(position, width), 2)
         offset = 2 * row + column
-        zeros = tf.zeros_like(values)
-        parts = [tf.where(tf.equal(offset, k), values, zeros) for k in range(4)]
+        zero = tf.zeros((), values.dtype)  # a scalar: a full-size zeros tensor would be folded
+        parts = [tf.where(tf.equal(offset, k), values, zero) for k in range(4)]  # into the ONNX file
         top = tf.stack(parts[:2], axis=3)  # (N, h, w, 2, C): dx in axis 3
         bottom = tf.stack(parts[2:], axis=3)
         full = tf.stack([top, bottom], axis=2)  # (N, h, 2, w, 2, C): dy in axis 2

@@ -1,0 +1,219 @@
+"""Export a model to ONNX for onnxruntime and TensorRT (Jetson), then check the file.
+
+After writing the file it always runs onnx.checker, compares onnxruntime with Keras on
+street-like images (max |logit difference| and argmax agreement) and looks for constructs
+TensorRT's ONNX parser rejects; it prints a summary (opset, inputs/outputs, op counts, size).
+
+Exit status: 0 when every check passes; 1 when the parity check fails (agreement below 99.9% or
+a logit difference above 1e-3 x max(1, max |logit|) for float32; see utils/export.py for
+float16) or the graph holds a construct TensorRT rejects (unless --skip-trt-check); 2 for bad
+input (unknown model, weights of another model or size, an opset tf2onnx does not write, an
+output path that cannot be written), with no file left behind.
+
+Examples:
+  python convert_to_onnx.py -m fastscnn -t 1024,2048 -w runs/fastscnn/best.weights.h5
+  python convert_to_onnx.py -m deeplabv3+ --backbone mobilenetv2 --nchw --argmax --fp16 --trt
+  python convert_to_onnx.py -m unet -t 512,1024 --dynamic-batch -o exports/unet_dyn.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from utils.cli import (
+    add_model_args,
+    guard,
+    make_parser,
+    model_options,
+    positive_int,
+    quiet_tensorflow,
+)
+
+DEFAULT_SIZE = (1024, 2048)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The convert_to_onnx.py argument parser."""
+    from utils.export import DEFAULT_OPSET
+
+    parser = make_parser(__doc__)
+    add_model_args(parser)
+    parser.add_argument(
+        "-w",
+        "--weights",
+        default=None,
+        help="trained weights (.weights.h5 or .keras) written by train.py; "
+        "default: random initialisation",
+    )
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument(
+        "-b", "--batch", type=positive_int, default=1, help="fixed batch size of the exported graph"
+    )
+    batch.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="export a dynamic batch axis named 'batch' instead of a fixed one",
+    )
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help="ONNX opset (13..18; TensorRT 8.5+ parses up to 17, "
+        "JetPack 4.6/5.0 (TensorRT 8.2/8.4) need 13)",
+    )
+    parser.add_argument(
+        "--nchw",
+        action="store_true",
+        help="NCHW input (N,3,H,W) and logits (N,C,H,W), as TensorRT and "
+        "DeepStream expect; default NHWC like Keras",
+    )
+    parser.add_argument(
+        "--argmax",
+        action="store_true",
+        help="put argmax and the train id -> Cityscapes label id mapping in the "
+        "graph: output 'label_ids' uint8 (N,H,W) instead of logits",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="store weights and compute in float16 (input and output stay "
+        "float32/uint8); checked with looser thresholds",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="ONNX file to write (default: exports/MODEL_HxW[_options].onnx)",
+    )
+    parser.add_argument(
+        "--check-images",
+        type=positive_int,
+        default=2,
+        help="number of synthetic street images for the parity check",
+    )
+    parser.add_argument(
+        "--skip-trt-check",
+        action="store_true",
+        help="report constructs TensorRT rejects but do not fail on them "
+        "(for files meant for onnxruntime only)",
+    )
+    parser.add_argument(
+        "--trt",
+        action="store_true",
+        help="build a TensorRT engine with trtexec (with --fp16 when asked) and "
+        "time it; without trtexec, print the command to run on the device",
+    )
+    return parser
+
+
+def default_output(args: argparse.Namespace, size: tuple[int, int]) -> Path:
+    """exports/MODEL_HxW[_BACKBONE][_osN][_nchw][_argmax][_fp16][_dynamic|_bN].onnx."""
+    parts = [args.model.replace("+", "plus"), f"{size[0]}x{size[1]}"]
+    if args.backbone:
+        parts.append(args.backbone)
+    if args.output_stride:
+        parts.append(f"os{args.output_stride}")
+    parts += [flag for flag in ("nchw", "argmax", "fp16") if getattr(args, flag)]
+    if args.dynamic_batch:
+        parts.append("dynamic")
+    elif args.batch != 1:
+        parts.append(f"b{args.batch}")
+    return Path("exports") / ("_".join(parts) + ".onnx")
+
+
+@guard
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export, check, optionally build a TensorRT engine; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    from utils import export
+
+    size = args.target_size or DEFAULT_SIZE
+    output = Path(args.output) if args.output else default_output(args, size)
+    # Cheap checks first, so bad input fails before minutes of conversion.
+    export.check_opset(args.opset)
+    export.check_output_path(output)
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise OSError(
+            f"weights file {args.weights!r} not found; pass the .weights.h5 or .keras "
+            "file that train.py wrote"
+        )
+
+    print(
+        f"exporting {args.model} at {size[0]}x{size[1]} (opset {args.opset}) to {output}",
+        flush=True,
+    )
+    result = export.export_onnx(
+        args.model,
+        output,
+        input_size=size,
+        batch=None if args.dynamic_batch else args.batch,
+        opset=args.opset,
+        nchw=args.nchw,
+        argmax=args.argmax,
+        fp16=args.fp16,
+        weights=args.weights,
+        **model_options(args),
+    )
+    print(result.summary.format())
+    for fix in result.fixes:
+        print(f"TensorRT rewrite: {fix}")
+
+    check = export.check_onnx(
+        output,
+        result.keras_model,
+        num_images=max(args.check_images, 1 if args.dynamic_batch else args.batch),
+    )
+    print(check.format())
+    status = 0
+    if check.errors or not check.checker_ok:
+        print(f"error: {output} failed the checks above; do not deploy it", file=sys.stderr)
+        status = 1
+    elif check.trt_problems and not args.skip_trt_check:
+        print(
+            f"error: TensorRT's ONNX parser would reject {output} (see above); "
+            "pass --skip-trt-check to keep it for onnxruntime only",
+            file=sys.stderr,
+        )
+        status = 1
+
+    if args.trt:
+        status = max(status, build_engine(output, args.fp16))
+    return status
+
+
+def build_engine(onnx_path: Path, fp16: bool) -> int:
+    """Build and time a TensorRT engine with trtexec, or print how to do it on the device."""
+    from utils import export
+
+    trtexec = export.find_trtexec()
+    if trtexec is None:
+        command = export.trtexec_command(onnx_path, fp16=fp16)
+        print(
+            "trtexec not found on this machine (not on PATH, nor /usr/src/tensorrt/bin). "
+            "On the Jetson or GPU node, copy the file there and run:"
+        )
+        print("  " + " ".join(command))
+        print("(on a Jetson trtexec is /usr/src/tensorrt/bin/trtexec; see docs/jetson.md)")
+        return 0
+    command = export.trtexec_command(onnx_path, fp16=fp16, trtexec=trtexec)
+    print("running: " + " ".join(command), flush=True)
+    timing = export.run_trtexec(command)
+    if timing.returncode != 0:
+        print(timing.output_tail, file=sys.stderr)
+        print(f"error: trtexec failed with status {timing.returncode}", file=sys.stderr)
+        return 1
+    stats = ", ".join(f"{k} {v:.3f} ms" for k, v in timing.latency_ms.items())
+    print(
+        f"TensorRT engine {onnx_path.with_suffix('.engine')}: GPU compute {stats}; "
+        f"throughput {timing.throughput_qps} inferences/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
