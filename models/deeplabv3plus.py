@@ -137,4 +137,5 @@ INFO = ModelInfo(
         power=0.9,
     ),
     options=("backbone", "output_stride"),
+    backbone_prefixes=("Conv1", "bn_Conv1", "expanded_conv", "block_", "entry_", "middle_", "exit_"),
 )

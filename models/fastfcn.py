@@ -274,4 +274,5 @@ INFO = ModelInfo(
         power=0.9,
     ),
     options=("backbone", "head"),
+    backbone_prefixes=("conv1_", "pool1_", "conv2_", "conv3_", "conv4_", "conv5_"),
 )

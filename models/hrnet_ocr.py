@@ -202,4 +202,5 @@ INFO = ModelInfo(
         power=0.9,
     ),
     options=("width", "backbone"),
+    backbone_prefixes=("stem_", "stage", "transition", "hrnet_"),
 )

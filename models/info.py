@@ -44,3 +44,5 @@ class ModelInfo:
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     #: Option names the builder accepts besides input_shape, num_classes, aux and weights.
     options: tuple[str, ...] = ()
+    #: Layer-name prefixes of the pretrained backbone (what train.py --freeze-backbone freezes).
+    backbone_prefixes: tuple[str, ...] = ()

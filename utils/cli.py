@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -115,6 +117,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs."""
+    quiet_tensorflow()
     from models import MODELS  # imported here so `--help` of TF-free scripts stays light
 
     group = parser.add_argument_group("model")
@@ -179,6 +182,42 @@ def dataset_root(
     )
 
 
+#: Start-up lines TensorFlow 2.21 writes to stderr from C++ before its logging is configured
+#: (TF_CPP_MIN_LOG_LEVEL does not reach them): oneDNN and CUDA-stub notices on CPU machines.
+_TF_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called|"
+    r"[IW]\d{4} .*(port\.cc|cudart_stub\.cc|cpu_feature_guard\.cc)|"
+    r"E\d{4} .*cuda_platform\.cc:\d+\] failed call to cuInit|"
+    r"To enable the following instructions:)"
+)
+_tensorflow_ready = False
+
+
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter before it is imported."""
+    """Import TensorFlow with its C++ start-up chatter filtered out of stderr.
+
+    The known notices (oneDNN on, no CUDA driver, CPU instruction sets) are dropped so that a
+    CLI's `error: ...` line stands alone; anything else TensorFlow says is passed through.
+    """
+    global _tensorflow_ready
+    if _tensorflow_ready:
+        return
+    _tensorflow_ready = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # CUDA initialisation logs here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read().decode(errors="replace")
+    kept = [line for line in text.splitlines() if line.strip() and not _TF_STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)

@@ -1,0 +1,548 @@
+"""train.py and utils.training: loss, metrics, checkpoints, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train
+from utils.training import (
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    decayed_kernels,
+    freeze_backbone,
+    make_optimizer,
+    measure_train_throughput,
+    parse_weights_name,
+    run_training,
+    weights_name,
+)
+
+SIZE = "64,128"
+
+
+def run_main(args, capsys):
+    """train.main in-process: (exit status, stdout, stderr)."""
+    try:
+        code = train.main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss and metric against hand computations
+# ----------------------------------------------------------------------------------------------
+
+
+def class_from_red_model(num_classes: int = 19) -> keras.Model:
+    """A fixed model: the prediction of a pixel is its red value (logits 10 * one-hot)."""
+    inputs = keras.Input((2, 4, 3))
+    red = keras.layers.Lambda(lambda x: x[..., 0])(inputs)
+    logits = keras.layers.Lambda(lambda r: 10.0 * tf.one_hot(tf.cast(r, tf.int32), num_classes))(
+        red
+    )
+    return keras.Model(inputs, logits)
+
+
+def test_miou_from_confusion_summed_over_batches():
+    gt = np.array([[[0, 0, 1, 1], [2, 2, 255, 255]], [[0, 1, 1, 1], [2, 2, 2, 255]]], np.uint8)
+    pred = np.array([[[0, 1, 1, 1], [2, 0, 0, 2]], [[0, 1, 1, 0], [2, 2, 1, 7]]], np.uint8)
+    images = np.zeros((2, 2, 4, 3), np.uint8)
+    images[..., 0] = pred
+    strategy = tf.distribute.get_strategy()
+    model = class_from_red_model()
+    trainer = Trainer(model, make_optimizer("sgd", 0.1), strategy)
+    data = tf.data.Dataset.from_tensor_slices((images, gt)).batch(1)  # two batches
+    scores = trainer.evaluate(data)
+    # By hand, rows ground truth / columns prediction (ignored pixels and class 7 not used):
+    # class 0: gt (0,0),(0,1),(1,0) -> pred 0, 1, 0;  class 1: 5 pixels -> 1,1,1,1,0
+    # class 2: 5 pixels -> 2,0,2,2,1
+    cm = np.zeros((19, 19), np.int64)
+    cm[0, 0], cm[0, 1] = 2, 1
+    cm[1, 1], cm[1, 0] = 4, 1
+    cm[2, 2], cm[2, 0], cm[2, 1] = 3, 1, 1
+    np.testing.assert_array_equal(scores["confusion_matrix"], cm)
+    iou = [2 / (3 + 4 - 2), 4 / (5 + 6 - 4), 3 / (5 + 3 - 3)]  # tp / (gt + pred - tp)
+    assert scores["mean_iou"] == pytest.approx(np.mean(iou))
+    assert scores["pixel_accuracy"] == pytest.approx(9 / 13)
+    assert math.isnan(scores["iou"][5])
+
+
+def test_loss_ignores_255_and_weights_aux_and_classes():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (2, 4, 4)).astype(np.uint8)
+    labels[0, 0] = 255
+    main_logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    aux_logits = rng.normal(size=(2, 4, 4, 3)).astype(np.float32)
+    class_weights = np.array([1.0, 2.0, 0.5], np.float32)
+
+    inputs = keras.Input((4, 4, 3))
+    zero = keras.layers.Lambda(lambda x: 0.0 * x[..., :1])(inputs)
+    bias = keras.layers.Dense(3, use_bias=True, name="bias")
+    out_main = keras.layers.Lambda(lambda z: z + main_logits)(zero)
+    out_aux = keras.layers.Lambda(lambda z: z + aux_logits)(bias(zero))
+    model = keras.Model(inputs, [out_main, out_aux])
+    model.get_layer("bias").set_weights([np.zeros((1, 3), np.float32), np.zeros(3, np.float32)])
+    trainer = Trainer(
+        model,
+        make_optimizer("sgd", 0.0),
+        tf.distribute.get_strategy(),
+        num_classes=3,
+        aux_weights=(0.4,),
+        class_weights=class_weights,
+    )
+    values = trainer.train_step((np.zeros((2, 4, 4, 3), np.uint8), labels))
+
+    def ce(logits):
+        logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        valid = labels != 255
+        safe = np.where(valid, labels, 0)
+        picked = np.take_along_axis(logp, safe[..., None], -1)[..., 0]
+        w = np.where(valid, class_weights[safe], 0.0)
+        return float(-(picked * w).sum() / w.sum())
+
+    assert values["main_loss"] == pytest.approx(ce(main_logits), rel=1e-5)
+    assert values["aux_loss"] == pytest.approx(0.4 * ce(aux_logits), rel=1e-5)
+    assert values["loss"] == pytest.approx(ce(main_logits) + 0.4 * ce(aux_logits), rel=1e-5)
+
+
+def test_weight_decay_skips_depthwise_bias_and_batch_norm():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.SeparableConv2D(4, 1, name="sep")(x)
+    x = keras.layers.Dense(2, name="dense")(x)
+    model = keras.Model(inputs, x)
+    names = sorted(v.path for v in decayed_kernels(model))
+    assert names == ["conv/kernel", "dense/kernel", "sep/pointwise_kernel"]
+
+
+def test_weights_name_round_trip():
+    name = weights_name(7, 0.91234, 0.3, None)
+    assert name.startswith("weights-007-0.9123-0.3000-")
+    assert parse_weights_name(name + ".weights.h5") == 7
+    assert parse_weights_name("weights-012-nan-nan-20260101-000000.state") == 12
+    assert parse_weights_name("weights-40-0.91-0.30-24_02_2020_10_00_00.hdf5") == 40
+    assert parse_weights_name("model.weights.h5") is None
+
+
+def test_freeze_backbone_uses_declared_prefixes():
+    from models import build_model, get_info
+
+    model = build_model("fastscnn", (64, 128, 3))
+    with pytest.raises(ValueError, match="no pretrained backbone"):
+        freeze_backbone(model, "fastscnn")
+    model = build_model("deeplabv3+", (64, 128, 3), backbone="mobilenetv2")
+    prefixes = get_info("deeplabv3+").backbone_prefixes
+    before = len(model.trainable_weights)
+    frozen = freeze_backbone(model, "deeplabv3+")
+    assert frozen > 100 and len(model.trainable_weights) < before
+    assert all(not layer.trainable for layer in model.layers if layer.name.startswith(prefixes))
+    # The ASPP and decoder stay trainable.
+    assert model.get_layer("aspp_project").trainable
+    assert any(w.path.startswith("decoder") for w in model.trainable_weights)
+
+
+def test_measure_train_throughput_reports_figures():
+    result = measure_train_throughput(
+        "fastscnn", size=(64, 128), batch_size=1, steps=2, warmup_steps=1, mixed_precision=True
+    )
+    assert result["images_per_s"] > 0 and result["step_time_s"] > 0
+    assert result["peak_memory_mb"] > 0 and result["policy"] == "mixed_bfloat16"
+    assert result["aux_heads"] == 2
+    assert keras.config.dtype_policy().name == "float32"  # restored
+
+
+# ----------------------------------------------------------------------------------------------
+# Training runs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_short_training_beats_chance(synthetic_root, tmp_path):
+    """The one slow test (about 20-30 s on 2 cores): 100 steps of fastscnn at 64x128."""
+    config = TrainConfig(
+        model="fastscnn",
+        input_size=(64, 128),
+        batch_size=4,
+        epochs=1,
+        steps_per_epoch=100,
+        optimizer="sgd",
+        learning_rate=0.1,
+        schedule="cyclic",
+        weight_decay=0.0,
+        output_dir=str(tmp_path / "run"),
+    )
+    result = run_training(config, tf.distribute.get_strategy(), root=synthetic_root)
+    cm = result.scores["confusion_matrix"]
+    gt_counts = cm.sum(axis=1)
+    # Chance: always predicting the most frequent class gives IoU = its share, 0 elsewhere.
+    chance = gt_counts.max() / gt_counts.sum() / np.count_nonzero(gt_counts)
+    assert result.scores["mean_iou"] > chance + 0.03
+    out = tmp_path / "run"
+    index = json.loads((out / "checkpoints.json").read_text())
+    assert (out / index["last"]).is_file() and index["epoch"] == 1
+    scores = json.loads((out / "val_scores.json").read_text())
+    assert set(scores["iou"]) >= {"road", "sky", "car"}
+    assert scores["mean_iou"] == pytest.approx(result.scores["mean_iou"])
+    assert (out / "log.csv").read_text().splitlines()[0].startswith("epoch,loss")
+    assert any((out / "logs" / "val").iterdir())
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def step(self, batch):
+        calls["n"] += 1
+        values = real_step(self, batch)
+        return dict(values, loss=float("nan")) if calls["n"] > 2 else values
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    config = TrainConfig(
+        model="fastscnn",
+        input_size=(64, 128),
+        batch_size=2,
+        epochs=3,
+        output_dir=str(tmp_path / "run"),
+    )
+    with pytest.raises(NonFiniteLossError, match="epoch 2, step 1") as info:
+        run_training(config, tf.distribute.get_strategy(), root=synthetic_root)
+    index = json.loads((tmp_path / "run" / "checkpoints.json").read_text())
+    assert index["epoch"] == 1
+    assert info.value.last_checkpoint == str(tmp_path / "run" / index["last"])
+    assert Path(info.value.last_checkpoint).is_file()
+
+
+def last_weights(run: Path) -> dict[str, np.ndarray]:
+    """Arrays of the last weights file of a run, by their path in the HDF5 file."""
+    import h5py
+
+    index = json.loads((run / "checkpoints.json").read_text())
+    arrays = {}
+    with h5py.File(run / index["last"], "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, np.array(obj)) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return arrays
+
+
+def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, repo_root):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        str(repo_root / "train.py"),
+        "-m",
+        "separable_unet",
+        "-p",
+        str(synthetic_root),
+        "-t",
+        "128,256",
+        "-b",
+        "1",
+        "-e",
+        "3",
+        "--steps-per-epoch",
+        "6",
+        "--schedule",
+        "cyclic",
+        "--cycle",
+        "4",
+        "--output-dir",
+        str(out),
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        command,
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = "start"
+        while not line.startswith("Epoch 2/3"):
+            line = proc.stdout.readline()
+            assert line, "train.py ended before its second epoch"
+        progress = ""
+        while "2/6" not in progress:  # the progress bar of epoch 2 reached its second step
+            char = proc.stdout.read(1)
+            assert char, "train.py ended before it was killed"
+            progress += char
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    index = json.loads((out / "checkpoints.json").read_text())
+    assert index["epoch"] == 1
+    assert not list(out.glob(".*tmp*"))  # no half-written file left visible
+
+    done = subprocess.run(
+        command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "at epoch 2 (optimizer step 6)" in done.stdout
+    assert "Epoch 1/3" not in done.stdout and "Epoch 3/3" in done.stdout
+    index = json.loads((out / "checkpoints.json").read_text())
+    assert index["epoch"] == 3
+    rows = (out / "log.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3]
+    meta = json.loads(
+        (out / index["last"].replace(".weights.h5", ".state") / "meta.json").read_text()
+    )
+    assert meta["optimizer_step"] == 18
+    # Cyclic schedule, half cycle 4, lr from -l/10 to -l: step 18 is position 2 of 8.
+    lr = float(rows[-1].split(",")[4])
+    assert lr == pytest.approx(1e-4 + (1e-3 - 1e-4) * 2 / 4, rel=1e-5)
+    # Only the last and the best checkpoints are kept.
+    assert 1 <= len(list(out.glob("weights-*.weights.h5"))) <= 2
+    # Killed and continued = never interrupted: same data order, augmentation and schedule.
+    reference = tmp_path / "reference"
+    again = subprocess.run(
+        command[:-1] + [str(reference)],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    ours, theirs = last_weights(out), last_weights(reference)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=0, atol=1e-6)
+
+    # -r FILE into a new folder resumes the optimizer too, and runs to the new -e.
+    resumed = tmp_path / "resumed"
+    code = train.main(command[2:-1] + [str(resumed), "-r", str(out / index["last"]), "-e", "4"])
+    assert code == 0
+    index = json.loads((resumed / "checkpoints.json").read_text())
+    meta = json.loads(
+        (resumed / index["last"].replace(".weights.h5", ".state") / "meta.json").read_text()
+    )
+    assert index["epoch"] == 4 and meta["optimizer_step"] == 24
+
+
+def test_lr_finder_writes_plot_csv_and_suggestion(synthetic_root, tmp_path, capsys, monkeypatch):
+    import utils.training
+
+    built = {}
+    real_build = utils.training.build_training_model
+
+    def build(*args, **kwargs):
+        model, inference, aux = real_build(*args, **kwargs)
+        built["model"], built["initial"] = model, [np.array(w) for w in model.weights]
+        return model, inference, aux
+
+    monkeypatch.setattr(utils.training, "build_training_model", build)
+    code, out, err = run_main(
+        [
+            "-m",
+            "separable_unet",
+            "-p",
+            synthetic_root,
+            "-t",
+            SIZE,
+            "-b",
+            "2",
+            "-f",
+            "sgd",
+            "--momentum",
+            "0.5",
+            "--finder-steps",
+            "12",
+            "--min-lr",
+            "1e-5",
+            "--max-lr",
+            "10",
+            "--output-dir",
+            tmp_path,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    stem = tmp_path / "lr_finder" / "separable_unet-sgd-momentum0.5"
+    png, csv_path, json_path = (Path(f"{stem}.{ext}") for ext in ("png", "csv", "json"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "learning_rate,loss,smoothed_loss" and 2 <= len(rows) - 1 <= 12
+    suggestion = json.loads(json_path.read_text())
+    assert 1e-5 <= suggestion["min_lr"] < suggestion["max_lr"] <= 10
+    assert f"--max-lr {suggestion['max_lr']:.3g}" in out
+    # The sweep trained the model (SGD with up to lr 10) and then put its weights back.
+    for weight, initial in zip(built["model"].weights, built["initial"], strict=True):
+        np.testing.assert_array_equal(np.array(weight), initial)
+
+
+def test_find_lr_stops_on_divergence_and_suggests_steepest_descent():
+    from utils.lr_finder import find_lr
+
+    lrs = iter(np.logspace(-4, 2, 40))
+    current = {"lr": None}
+
+    def learning_rate():
+        current["lr"] = next(lrs)
+        return current["lr"]
+
+    def step():  # falls fastest around lr 1e-2, then explodes past 1
+        x = math.log10(current["lr"])
+        return 3.0 - 2.0 * math.tanh(2 * (x + 2)) + (50.0 * (x - 0) ** 2 if x > 0 else 0.0)
+
+    result = find_lr(step, learning_rate, 40, smoothing=0.0)
+    assert result.diverged and len(result.learning_rates) < 40
+    assert result.max_lr == pytest.approx(1e-2, rel=0.5)
+    assert result.min_lr == pytest.approx(result.max_lr / 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one line, exit status 2, nothing written
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-m", "nope"], "invalid choice: 'nope'"),
+        (["-m", "fastscnn", "--optimizer", "sgdx"], "invalid choice: 'sgdx'"),
+        (["-m", "fastscnn", "-f", "lion"], "invalid choice: 'lion'"),
+        (["-m", "fastscnn", "-b", "0"], "expected an integer >= 1, got '0'"),
+        (["-m", "fastscnn", "-e", "0"], "expected an integer >= 1, got '0'"),
+        (["-m", "fastscnn", "-l", "-0.1"], "-l/--learning-rate must be >= 0"),
+        (["-m", "fastscnn", "--min-lr", "0.1", "--max-lr", "0.01"], "is above --max-lr"),
+        (["-m", "fastscnn", "-t", "100,200"], "Nearest valid sizes: 96x192, 96x224, 128x192"),
+        (["-m", "fastscnn", "-r", "missing.weights.h5"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path, capsys, synthetic_root):
+    out = tmp_path / "out"
+    code, _, err = run_main(args + ["-p", synthetic_root, "--output-dir", out], capsys)
+    assert code == 2
+    assert len(error_lines(err)) == 1 and message in error_lines(err)[0]
+    assert not out.exists()
+
+
+def test_unwritable_output_dir(tmp_path, capsys, synthetic_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_main(
+        ["-m", "fastscnn", "-p", synthetic_root, "-t", SIZE, "--output-dir", blocker / "sub"],
+        capsys,
+    )
+    assert code == 2 and "cannot write to folder" in error_lines(err)[0]
+    assert blocker.read_text() == "x"
+
+
+@pytest.fixture(scope="module")
+def fastscnn_weights(tmp_path_factory):
+    """A fastscnn weights file named as train.py names them, without a state folder."""
+    from models import build_model
+
+    folder = tmp_path_factory.mktemp("weights")
+    path = folder / "weights-002-0.5000-1.0000-20260101-000000.weights.h5"
+    build_model("fastscnn", (64, 128, 3)).save_weights(str(path))
+    return path
+
+
+def test_resume_from_another_model(fastscnn_weights, tmp_path, capsys, synthetic_root):
+    out = tmp_path / "out"
+    code, _, err = run_main(
+        [
+            "-m",
+            "separable_unet",
+            "-p",
+            synthetic_root,
+            "-t",
+            SIZE,
+            "-b",
+            2,
+            "-r",
+            fastscnn_weights,
+            "--output-dir",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 2 and "from another model" in error_lines(err)[0]
+    assert not list(out.iterdir())
+
+
+def test_resume_state_of_another_model(fastscnn_weights, tmp_path, capsys, synthetic_root):
+    weights = tmp_path / fastscnn_weights.name
+    weights.write_bytes(fastscnn_weights.read_bytes())
+    state = tmp_path / fastscnn_weights.name.replace(".weights.h5", ".state")
+    state.mkdir()
+    (state / "meta.json").write_text(json.dumps({"model": "fastscnn", "epoch": 2}))
+    code, _, err = run_main(
+        [
+            "-m",
+            "separable_unet",
+            "-p",
+            synthetic_root,
+            "-t",
+            SIZE,
+            "-r",
+            weights,
+            "--output-dir",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
+    assert code == 2 and "was trained as model 'fastscnn'" in error_lines(err)[0]
+
+
+def test_resume_corrupt_file(tmp_path, capsys, synthetic_root):
+    bad = tmp_path / "weights-003-0.1-0.2-20260101-000000.weights.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    code, _, err = run_main(
+        [
+            "-m",
+            "fastscnn",
+            "-p",
+            synthetic_root,
+            "-t",
+            SIZE,
+            "-b",
+            2,
+            "-r",
+            bad,
+            "--output-dir",
+            tmp_path / "out",
+        ],
+        capsys,
+    )
+    assert code == 2 and "cannot read weights file" in error_lines(err)[0]
+    assert bad.read_bytes() == b"not an hdf5 file"
+
+
+def test_output_dir_of_another_model(tmp_path, capsys, synthetic_root):
+    out = tmp_path / "out"
+    out.mkdir()
+    index = {"model": "fastscnn", "last": "weights-001-nan-nan-20260101-000000.weights.h5"}
+    (out / "checkpoints.json").write_text(json.dumps(index))
+    code, _, err = run_main(
+        ["-m", "separable_unet", "-p", synthetic_root, "-t", SIZE, "--output-dir", out], capsys
+    )
+    assert code == 2 and "holds a run of model 'fastscnn'" in error_lines(err)[0]
+    assert json.loads((out / "checkpoints.json").read_text()) == index

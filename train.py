@@ -1,0 +1,391 @@
+"""Train a semantic-segmentation model on Cityscapes, on one device, the GPUs of one node
+(MirroredStrategy) or several nodes (MultiWorkerMirroredStrategy from TF_CONFIG or SLURM).
+
+Options left out take the model's recipe (models.get_info(name).recipe). -b is the batch per
+replica; the global batch is -b x replicas and, with --lr-scaling linear (default), the learning
+rates are multiplied by the number of replicas. The run writes into --output-dir (default
+runs/MODEL): weights-[epoch]-[val-acc]-[val-loss]-[datetime].weights.h5 for the best and the last
+epoch, the training state beside each (.state/), log.csv, TensorBoard logs (logs/) and
+val_scores.json. Rerunning the same command after a crash continues from the last completed epoch.
+
+Examples:
+  python train.py -m fastscnn --synthetic -t 256,512 -b 4 -e 10
+  python train.py -m deeplabv3+ --backbone xception -p /data/cityscapes -r runs/deeplabv3+/weights-...
+  python train.py -m fastscnn -f sgd --momentum 0.9        (learning-rate finder)
+  srun python train.py -m fastscnn -p /data/cityscapes     (see scripts/slurm_train.sh)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from utils.cli import (
+    HelpFormatter,
+    add_dataset_args,
+    add_model_args,
+    dataset_root,
+    fail,
+    guard,
+    make_parser,
+    model_options,
+    non_negative_float,
+    positive_int,
+    quiet_tensorflow,
+)
+
+OPTIMIZER_CHOICES = (
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "ftrl",
+    "nadam",
+    "rmsprop",
+    "sgd",
+    "sgd_nesterov",
+)
+
+
+class _Formatter(HelpFormatter):
+    """Shows defaults, except where the help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "(default:" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _float(text: str) -> float:
+    """Argparse type: any finite number (range checks come later with a clear message)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The train.py argument parser."""
+    parser = make_parser(__doc__)
+    parser.formatter_class = _Formatter
+    parser.error = fail  # one line `error: ...` and status 2, also for argparse's own checks
+    add_model_args(parser)
+    add_dataset_args(parser)
+    parser.add_argument(
+        "-r",
+        "--resume",
+        default=None,
+        help="resume from a weights-[epoch]-[val-acc]-[val-loss]-[datetime]"
+        ".weights.h5 file (with its .state/ folder: optimizer and schedule "
+        "position too; without it: weights and epoch from the name)",
+    )
+    parser.add_argument(
+        "-b",
+        "--batch",
+        "--batch-size",
+        dest="batch",
+        type=positive_int,
+        default=None,
+        help="batch size per replica (default: the recipe's)",
+    )
+    parser.add_argument(
+        "-e", "--epochs", type=positive_int, default=None, help="epochs (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU",
+    )
+    parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument(
+        "-f",
+        "--lrfinder",
+        choices=OPTIMIZER_CHOICES,
+        default=None,
+        help="run the learning-rate finder with this optimizer instead of "
+        "training; writes a plot, a CSV and the suggested --min-lr/--max-lr",
+    )
+    parser.add_argument(
+        "--finder-steps",
+        type=positive_int,
+        default=100,
+        help="maximum steps of the learning-rate finder's sweep",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZER_CHOICES,
+        default=None,
+        help="optimizer for training (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("polynomial", "cyclic"),
+        default=None,
+        help="learning-rate schedule, stepped per optimizer step (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--momentum",
+        type=_float,
+        default=None,
+        help="momentum of sgd, sgd_nesterov and rmsprop, also for -f (default: the recipe's)",
+    )
+    parser.add_argument(
+        "-l",
+        "--learning-rate",
+        type=_float,
+        default=None,
+        help="base learning rate: the polynomial peak and the cyclic maximum "
+        "unless --max-lr is given (default: the recipe's)",
+    )
+    group = parser.add_argument_group("schedule")
+    group.add_argument(
+        "--max-lr",
+        type=_float,
+        default=None,
+        help="polynomial peak / cyclic maximum (default: -l); for -f the end of "
+        "the sweep (default 100)",
+    )
+    group.add_argument(
+        "--min-lr",
+        type=_float,
+        default=None,
+        help="polynomial end / cyclic minimum (default: 0 / -l divided by 10); "
+        "for -f the start of the sweep (default 1e-6)",
+    )
+    group.add_argument(
+        "--power", type=_float, default=None, help="polynomial decay power (default: the recipe's)"
+    )
+    group.add_argument(
+        "--cycle",
+        type=positive_int,
+        default=None,
+        help="cyclic: optimizer steps per half cycle (default: an eighth of the "
+        "run's steps, i.e. four cycles)",
+    )
+    group.add_argument(
+        "--warmup-epochs",
+        type=non_negative_float,
+        default=0.0,
+        help="polynomial: epochs of linear warm-up from --min-lr to the peak",
+    )
+    group.add_argument(
+        "--lr-scaling",
+        choices=("linear", "none"),
+        default="linear",
+        help="linear: multiply the rates by the number of replicas (they are "
+        "given for one replica's batch -b); none: use them as given",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=None,
+        help="L2 weight decay on kernels, not on depthwise kernels, biases or "
+        "batch norm (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--class-weights",
+        default=None,
+        help="JSON file with a list of 19 per-class loss weights (default: none)",
+    )
+    parser.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train everything but the pretrained backbone",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: 'imagenet' (Keras cache ~/.keras/models) or a "
+        "file (default: random initialisation)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation"
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="folder for checkpoints and logs (default: runs/MODEL)"
+    )
+    parser.add_argument(
+        "--val-every",
+        type=positive_int,
+        default=1,
+        help="validate every N epochs (and after the last)",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=positive_int,
+        default=None,
+        help="optimizer steps per epoch (default: training images // global batch; the "
+        "shuffled training data repeats, so more is fine)",
+    )
+    parser.add_argument(
+        "--distribute",
+        choices=("auto", "none", "mirrored", "multiworker"),
+        default="auto",
+        help="auto: multiworker under TF_CONFIG or a SLURM step of several "
+        "tasks, mirrored with several GPUs, else none",
+    )
+    return parser
+
+
+def _class_weights(path: str | None) -> list[float] | None:
+    """Read --class-weights; ValueError naming the file if it is not 19 non-negative numbers."""
+    if path is None:
+        return None
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"cannot read class weights {path!r} ({exc}); pass a JSON file "
+            "holding a list of 19 numbers"
+        ) from None
+    if (
+        not isinstance(values, list)
+        or len(values) != 19
+        or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
+    ):
+        raise ValueError(f"class weights {path!r} must be a JSON list of 19 numbers >= 0")
+    return [float(v) for v in values]
+
+
+def _check_rates(args: argparse.Namespace) -> None:
+    """The bad-input checks on rates (before anything is built or written)."""
+    for name in ("learning_rate", "min_lr", "max_lr"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            flag = {"learning_rate": "-l/--learning-rate"}.get(name, "--" + name.replace("_", "-"))
+            raise ValueError(f"{flag} must be >= 0, got {value!r}")
+    if args.learning_rate is not None and args.learning_rate == 0:
+        raise ValueError("-l/--learning-rate must be > 0, got 0.0")
+    if args.min_lr is not None and args.max_lr is not None and args.min_lr > args.max_lr:
+        raise ValueError(f"--min-lr {args.min_lr!r} is above --max-lr {args.max_lr!r}; swap them")
+    if args.momentum is not None and not 0 <= args.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum!r}")
+    if args.power is not None and args.power <= 0:
+        raise ValueError(f"--power must be > 0, got {args.power!r}")
+
+
+def _print_scores(scores: dict) -> None:
+    """The per-class IoU table of the last validation."""
+    from utils.visualize import train_id_names
+
+    print(f"\n{'class':<16}{'IoU':>8}")
+    for name, value in zip(train_id_names(), scores["iou"], strict=True):
+        print(f"{name:<16}{'n/a' if math.isnan(value) else f'{100 * value:.2f}':>8}")
+    print(f"{'mean IoU':<16}{100 * scores['mean_iou']:>8.2f}")
+    print(f"{'pixel accuracy':<16}{100 * scores['pixel_accuracy']:>8.2f}")
+
+
+@guard
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, check it, then train (or run the learning-rate finder)."""
+    args = build_parser().parse_args(argv)
+    quiet_tensorflow()
+    from models import get_info
+    from models.layers import check_input_size
+    from utils.io import check_writable_dir
+
+    info = get_info(args.model)
+    recipe = info.recipe
+    _check_rates(args)
+    size = tuple(args.target_size) if args.target_size else tuple(recipe.crop_size)
+    check_input_size(args.model, size[0], size[1], info.size_multiple)
+    class_weights = _class_weights(args.class_weights)
+    output_dir = Path(args.output_dir or Path("runs") / args.model)
+    if args.resume is not None and not Path(args.resume).exists():
+        raise ValueError(
+            f"resume file {args.resume!r} does not exist; pass a "
+            "weights-*.weights.h5 file written by train.py"
+        )
+    root = dataset_root(args)
+
+    from utils.distribute import make_strategy
+
+    strategy, dist = make_strategy(args.distribute)
+    if dist.is_chief:
+        check_writable_dir(output_dir)
+    from utils.training import NonFiniteLossError, TrainConfig, find_resume_point, run_training
+
+    config = TrainConfig(
+        model=args.model,
+        input_size=size,
+        batch_size=args.batch or recipe.batch_size,
+        epochs=args.epochs or recipe.epochs,
+        optimizer=args.optimizer or recipe.optimizer,
+        learning_rate=args.learning_rate or recipe.learning_rate,
+        momentum=args.momentum if args.momentum is not None else recipe.momentum,
+        weight_decay=(args.weight_decay if args.weight_decay is not None else recipe.weight_decay),
+        schedule=args.schedule or recipe.schedule,
+        power=args.power if args.power is not None else recipe.power,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        cycle=args.cycle,
+        warmup_epochs=args.warmup_epochs,
+        lr_scaling=args.lr_scaling,
+        mixed_precision=args.mixed_precision,
+        xla=args.xla,
+        seed=args.seed,
+        output_dir=str(output_dir),
+        val_every=args.val_every,
+        class_weights=class_weights,
+        freeze_backbone=args.freeze_backbone,
+        weights=args.weights,
+        model_options=model_options(args),
+        steps_per_epoch=args.steps_per_epoch,
+        resume=args.resume,
+        coarse=args.coarse,
+        skip_bad=args.skip_bad,
+    )
+    log = print if dist.is_chief else None
+    if dist.num_workers > 1 and dist.is_chief:
+        print(
+            f"multi-worker run: {dist.num_workers} workers from {dist.cluster_source}, "
+            f"{dist.num_replicas} replicas"
+        )
+
+    if args.lrfinder:
+        from utils.lr_finder import run_lr_finder
+
+        result, paths = run_lr_finder(
+            config,
+            strategy,
+            args.lrfinder,
+            root,
+            steps=args.finder_steps,
+            start=args.min_lr if args.min_lr is not None else 1e-6,
+            end=args.max_lr if args.max_lr is not None else 1e2,
+            worker_index=dist.worker_index,
+            log=log,
+        )
+        if paths is not None:
+            print(
+                f"suggested: --min-lr {result.min_lr:.3g} --max-lr {result.max_lr:.3g}"
+                f"{' (sweep stopped: the loss diverged)' if result.diverged else ''}"
+            )
+            print(f"wrote {paths[0]}, {paths[1]} and {paths[2]}")
+        return 0
+
+    find_resume_point(config.resume, output_dir, config.model)  # bad -r / folder: exit 2 now
+    try:
+        result = run_training(config, strategy, dist.num_workers, dist.worker_index, root, log=log)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if dist.is_chief:
+        if result.scores is not None:
+            _print_scores(result.scores)
+        if result.history:
+            print(
+                f"\nbest weights: {result.best_weights}\nlast weights: {result.last_weights}"
+                f"\nper-class IoU: {output_dir / 'val_scores.json'}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

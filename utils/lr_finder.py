@@ -1,0 +1,271 @@
+"""Learning-rate range test (Smith, 2017): sweep the rate exponentially and watch the loss.
+
+The sweep trains for a bounded number of steps with the rate growing from `start` to `end`
+(`utils.schedules.ExponentialSweep`), smooths the loss with a bias-corrected exponential moving
+average, stops as soon as the smoothed loss exceeds `diverge` times its best value (or turns
+NaN), and restores the model's weights afterwards.
+
+Suggestion: `--max-lr` is the rate at the steepest descent of the smoothed loss (most negative
+slope against log10 of the rate) before the loss reaches its minimum, and `--min-lr` is a tenth
+of it, the usual range for a triangular cyclic schedule.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.io import atomic_path, write_json, write_text
+
+__all__ = ["FinderResult", "find_lr", "run_lr_finder", "save_finder_results", "suggest_range"]
+
+
+@dataclasses.dataclass
+class FinderResult:
+    """Rates tried, raw and smoothed losses, and the suggested range."""
+
+    learning_rates: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    min_lr: float
+    max_lr: float
+    diverged: bool
+
+
+def suggest_range(learning_rates: list[float], smoothed: list[float]) -> tuple[float, float]:
+    """(min_lr, max_lr): steepest descent of the smoothed loss before its minimum, and a tenth.
+
+    ValueError with fewer than 2 points.
+    """
+    lrs = np.asarray(learning_rates, np.float64)
+    loss = np.asarray(smoothed, np.float64)
+    finite = np.isfinite(loss)
+    lrs, loss = lrs[finite], loss[finite]
+    if lrs.size < 2:
+        raise ValueError(f"the finder needs at least 2 finite losses, got {lrs.size}")
+    lowest = int(np.argmin(loss))
+    if lowest >= 1:
+        slopes = np.diff(loss[: lowest + 1]) / np.diff(np.log10(lrs[: lowest + 1]))
+        max_lr = float(lrs[int(np.argmin(slopes)) + 1])
+    else:
+        max_lr = float(lrs[0])
+    return max_lr / 10.0, max_lr
+
+
+def find_lr(
+    step: Callable[[], float],
+    learning_rate: Callable[[], float],
+    steps: int,
+    smoothing: float = 0.98,
+    diverge: float = 4.0,
+    progress: Callable[[int, float, float], None] | None = None,
+) -> FinderResult:
+    """Run the sweep: call `step()` (one optimizer step returning the loss) up to `steps` times.
+
+    Args:
+        step: trains one step with the sweep's current rate and returns the loss.
+        learning_rate: the rate the next step will use (read before each step).
+        steps: maximum number of steps.
+        smoothing: EMA factor of the loss (bias-corrected).
+        diverge: stop when the smoothed loss exceeds this multiple of its lowest value.
+        progress: called with (step, rate, smoothed loss) after each step.
+    """
+    if steps < 2:
+        raise ValueError(f"the finder needs at least 2 steps, got {steps!r}")
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    lrs, losses, smoothed = [], [], []
+    average, best, diverged = 0.0, math.inf, False
+    for i in range(steps):
+        rate = learning_rate()
+        loss = float(step())
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        average = smoothing * average + (1 - smoothing) * loss
+        value = average / (1 - smoothing ** (i + 1))
+        lrs.append(rate)
+        losses.append(loss)
+        smoothed.append(value)
+        best = min(best, value)
+        if progress is not None:
+            progress(i + 1, rate, value)
+        if i > 0 and value > diverge * best:
+            diverged = True
+            break
+    min_lr, max_lr = suggest_range(lrs, smoothed)
+    return FinderResult(lrs, losses, smoothed, min_lr, max_lr, diverged)
+
+
+def save_finder_results(
+    result: FinderResult, stem: str | os.PathLike, title: str
+) -> tuple[Path, Path, Path]:
+    """Write `stem`.png (plot), `stem`.csv (rate, loss, smoothed) and `stem`.json, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem = Path(stem)
+    png, csv_path, json_path = (Path(f"{stem}.png"), Path(f"{stem}.csv"), Path(f"{stem}.json"))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["learning_rate", "loss", "smoothed_loss"])
+    writer.writerows(zip(result.learning_rates, result.losses, result.smoothed, strict=True))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(result.learning_rates, result.losses, alpha=0.3, label="loss")
+    axes.plot(result.learning_rates, result.smoothed, label="smoothed loss")
+    for value, name in ((result.min_lr, "--min-lr"), (result.max_lr, "--max-lr")):
+        axes.axvline(value, linestyle="--", color="grey")
+        axes.annotate(
+            f"{name} {value:.2g}",
+            (value, max(result.smoothed)),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(png) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    write_text(csv_path, buffer.getvalue())
+    write_json(
+        json_path,
+        {
+            "title": title,
+            "min_lr": result.min_lr,
+            "max_lr": result.max_lr,
+            "diverged": result.diverged,
+            "steps": len(result.learning_rates),
+        },
+    )
+    return png, csv_path, json_path
+
+
+def run_lr_finder(
+    config: Any,
+    strategy: Any,
+    optimizer_name: str,
+    root: str | os.PathLike,
+    steps: int = 100,
+    start: float = 1e-6,
+    end: float = 1e2,
+    worker_index: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[FinderResult, tuple[Path, Path, Path] | None]:
+    """Run the range test for `config.model` with `optimizer_name` on the training split.
+
+    Args:
+        config: utils.training.TrainConfig (model, size, batch, momentum, precision, seed,
+            output_dir; the schedule settings are not used).
+        strategy: the tf.distribute strategy.
+        optimizer_name: one of utils.training.OPTIMIZERS.
+        root: Cityscapes root.
+        steps: the sweep's maximum number of steps.
+        start: first learning rate (the CLI's --min-lr, default 1e-6 as in the seed).
+        end: last learning rate (the CLI's --max-lr, default 1e2 as in the seed).
+        worker_index: 0 (the chief) writes the files and prints.
+        log: receives progress lines.
+
+    Returns:
+        The result and, on the chief, the (png, csv, json) paths written under
+        `config.output_dir`/lr_finder/.
+    """
+    import keras
+    import tensorflow as tf
+
+    from datasets.cityscapes import find_samples
+    from models import get_info
+    from models.layers import check_input_size
+    from utils.schedules import ExponentialSweep
+    from utils.training import (
+        MOMENTUM_OPTIMIZERS,
+        Trainer,
+        apply_precision,
+        build_training_model,
+        input_fn,
+        make_optimizer,
+    )
+
+    info = get_info(config.model)
+    check_input_size(config.model, *config.input_size, info.size_multiple)
+    sweep = ExponentialSweep(start, end, steps)
+    samples = find_samples(root, "train", coarse=config.coarse, skip_bad=config.skip_bad)
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    if global_batch > len(samples):
+        raise ValueError(
+            f"the global batch {global_batch} exceeds the {len(samples)} training "
+            "images; lower -b/--batch"
+        )
+    previous_policy = keras.config.dtype_policy()
+    policy = apply_precision(config.mixed_precision)
+    keras.utils.set_random_seed(config.seed)
+    try:
+        model, _, aux_weights = build_training_model(config, strategy)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    with strategy.scope():
+        optimizer = make_optimizer(
+            optimizer_name, sweep, config.momentum, loss_scale=policy == "mixed_float16"
+        )
+    trainer = Trainer(
+        model,
+        optimizer,
+        strategy,
+        config.num_classes,
+        aux_weights,
+        config.class_weights,
+        config.weight_decay,
+        config.xla,
+    )
+    initial = [np.array(v) for v in model.weights]
+    dist = strategy.distribute_datasets_from_function(
+        input_fn(
+            samples,
+            global_batch,
+            tuple(config.input_size),
+            True,
+            config.seed,
+            skip_bad=config.skip_bad,
+        )
+    )
+    iterator: Iterator[Any] = iter(dist)
+    chief = worker_index == 0
+    progbar = keras.utils.Progbar(
+        steps, verbose=1 if (chief and log) else 0, stateful_metrics=["lr", "smoothed_loss"]
+    )
+
+    def progress(i: int, rate: float, value: float) -> None:
+        progbar.update(i, [("lr", rate), ("smoothed_loss", value)])
+
+    try:
+        result = find_lr(
+            lambda: trainer.train_step(next(iterator))["loss"],
+            trainer.learning_rate,
+            steps,
+            progress=progress,
+        )
+    finally:
+        for variable, value in zip(model.weights, initial, strict=True):
+            variable.assign(tf.constant(value))
+    if not chief:
+        return result, None
+    title = f"{config.model}-{optimizer_name}"
+    if optimizer_name in MOMENTUM_OPTIMIZERS:
+        title += f"-momentum{config.momentum:g}"
+    paths = save_finder_results(result, Path(config.output_dir) / "lr_finder" / title, title)
+    return result, paths

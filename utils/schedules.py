@@ -1,0 +1,187 @@
+"""Learning-rate schedules stepped once per optimizer step (Keras LearningRateSchedules).
+
+Both schedules are serializable (`get_config` / `from_config`, registered with Keras), so an
+optimizer saved with one of them restores the same schedule, and the schedule position is the
+optimizer's own `iterations` counter: resuming the optimizer resumes the schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+__all__ = ["ExponentialSweep", "PolynomialWarmup", "TriangularCyclic", "make_schedule"]
+
+
+def _check_lrs(min_lr: float, max_lr: float) -> None:
+    """ValueError unless 0 <= min_lr <= max_lr."""
+    if not min_lr >= 0:
+        raise ValueError(f"the minimum learning rate must be >= 0, got {min_lr!r}")
+    if not max_lr >= min_lr:
+        raise ValueError(
+            f"the minimum learning rate {min_lr!r} is above the maximum {max_lr!r}; "
+            "swap --min-lr and --max-lr"
+        )
+
+
+@keras.saving.register_keras_serializable(package="segbench")
+class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `min_lr` to `max_lr`, then polynomial decay back to `min_lr`.
+
+    At step s (0-based), with W warm-up steps and T total steps:
+    s < W: lr = min_lr + (max_lr - min_lr) * s / W;
+    s >= W: lr = min_lr + (max_lr - min_lr) * (1 - min(s - W, T - W) / (T - W)) ** power.
+    After T steps the rate stays at `min_lr`.
+
+    Args:
+        max_lr: peak learning rate, reached at the end of the warm-up.
+        total_steps: step at which the decay reaches `min_lr` (the run's optimizer steps).
+        min_lr: learning rate at the start of the warm-up and at the end of the decay.
+        power: exponent of the decay (0.9 in DeepLab, Fast-SCNN and HRNet).
+        warmup_steps: steps of linear warm-up (0 for none).
+    """
+
+    def __init__(
+        self,
+        max_lr: float,
+        total_steps: int,
+        min_lr: float = 0.0,
+        power: float = 0.9,
+        warmup_steps: int = 0,
+    ) -> None:
+        _check_lrs(min_lr, max_lr)
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
+        if not 0 <= int(warmup_steps) < int(total_steps):
+            raise ValueError(
+                f"warmup_steps must be >= 0 and below total_steps={total_steps}, "
+                f"got {warmup_steps!r}"
+            )
+        if not power > 0:
+            raise ValueError(f"power must be > 0, got {power!r}")
+        self.max_lr = float(max_lr)
+        self.min_lr = float(min_lr)
+        self.total_steps = int(total_steps)
+        self.power = float(power)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        span = self.max_lr - self.min_lr
+        warmup = float(max(self.warmup_steps, 1))
+        warm = self.min_lr + span * step / warmup
+        decay_steps = float(self.total_steps - self.warmup_steps)
+        progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        decayed = self.min_lr + span * tf.pow(1.0 - progress, self.power)
+        return tf.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "max_lr": self.max_lr,
+            "total_steps": self.total_steps,
+            "min_lr": self.min_lr,
+            "power": self.power,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+@keras.saving.register_keras_serializable(package="segbench")
+class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
+    """Triangular cyclic learning rate (Smith, 2017): up from `min_lr` to `max_lr`, then down.
+
+    The direction is decided by the integer position inside the cycle (step mod 2 * half_cycle),
+    never by comparing floats: rising for positions [0, half_cycle), falling after.
+
+    Args:
+        min_lr: lowest learning rate, at the start of every cycle.
+        max_lr: highest learning rate, half a cycle in.
+        half_cycle: steps from `min_lr` to `max_lr` (the seed's --cycle).
+    """
+
+    def __init__(self, min_lr: float, max_lr: float, half_cycle: int) -> None:
+        _check_lrs(min_lr, max_lr)
+        if int(half_cycle) < 1:
+            raise ValueError(f"the half cycle (--cycle) must be >= 1 step, got {half_cycle!r}")
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.half_cycle = int(half_cycle)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.int64)
+        position = tf.math.floormod(step, 2 * self.half_cycle)
+        rising = position < self.half_cycle
+        distance = tf.where(rising, position, 2 * self.half_cycle - position)
+        fraction = tf.cast(distance, tf.float32) / float(self.half_cycle)
+        return self.min_lr + (self.max_lr - self.min_lr) * fraction
+
+    def get_config(self) -> dict[str, Any]:
+        return {"min_lr": self.min_lr, "max_lr": self.max_lr, "half_cycle": self.half_cycle}
+
+
+@keras.saving.register_keras_serializable(package="segbench")
+class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning-rate finder sweep: lr = start * (end / start) ** (step / (steps - 1)).
+
+    Args:
+        start: learning rate of the first step (> 0).
+        end: learning rate of the last step (> start).
+        steps: number of steps of the sweep (>= 2).
+    """
+
+    def __init__(self, start: float, end: float, steps: int) -> None:
+        if not start > 0:
+            raise ValueError(f"the finder's start learning rate must be > 0, got {start!r}")
+        if not end > start:
+            raise ValueError(f"the finder's end learning rate must exceed {start!r}, got {end!r}")
+        if int(steps) < 2:
+            raise ValueError(f"the finder needs at least 2 steps, got {steps!r}")
+        self.start = float(start)
+        self.end = float(end)
+        self.steps = int(steps)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        fraction = tf.cast(step, tf.float32) / float(self.steps - 1)
+        return self.start * tf.pow(self.end / self.start, fraction)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "steps": self.steps}
+
+
+def make_schedule(
+    kind: str,
+    learning_rate: float,
+    total_steps: int,
+    min_lr: float | None = None,
+    max_lr: float | None = None,
+    power: float = 0.9,
+    cycle: int | None = None,
+    warmup_steps: int = 0,
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The schedule train.py uses, with its defaults resolved.
+
+    Args:
+        kind: "polynomial" or "cyclic".
+        learning_rate: the base rate (-l): the polynomial peak unless `max_lr` is given; the
+            cyclic maximum unless `max_lr` is given.
+        total_steps: optimizer steps of the whole run (polynomial decay length).
+        min_lr: polynomial end / cyclic minimum (defaults: 0 / learning_rate / 10).
+        max_lr: polynomial peak / cyclic maximum (default: learning_rate).
+        power: polynomial exponent.
+        cycle: cyclic half-cycle in steps (default: total_steps // 8, at least 1: four cycles).
+        warmup_steps: polynomial linear warm-up steps.
+    """
+    if not learning_rate > 0:
+        raise ValueError(f"the learning rate must be > 0, got {learning_rate!r}")
+    peak = float(max_lr) if max_lr is not None else float(learning_rate)
+    if kind == "polynomial":
+        low = float(min_lr) if min_lr is not None else 0.0
+        return PolynomialWarmup(
+            peak, total_steps, min_lr=low, power=power, warmup_steps=warmup_steps
+        )
+    if kind == "cyclic":
+        low = float(min_lr) if min_lr is not None else peak / 10.0
+        half = int(cycle) if cycle is not None else max(1, int(total_steps) // 8)
+        return TriangularCyclic(low, peak, half)
+    raise ValueError(f"unknown schedule {kind!r}; choose polynomial or cyclic")
