@@ -80,7 +80,14 @@ def non_negative_float(text: str) -> float:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default and keeps the description's line breaks."""
+    """Shows each option's default (unless the help says it already, or it is None/False) and
+    keeps the description's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
