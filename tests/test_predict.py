@@ -1,0 +1,322 @@
+"""predict.py: every output, at the photo's size, in the palette, with the server's names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.visualize import train_id_palette
+
+SIZE = "64,128"  # the model's input size; the photos are 128x256 and others
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random separable_unet weights saved as train.py would (the tool needs a file)."""
+    import keras
+
+    from models import build_model
+
+    path = tmp_path_factory.mktemp("weights") / "separable_unet.weights.h5"
+    build_model("separable_unet", (64, 128, 3)).save_weights(path)
+    keras.backend.clear_session()
+    return path
+
+
+def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(repo_root / "predict.py"), "--no-progress", *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _label_id_to_train_id() -> np.ndarray:
+    from cityscapesscripts.helpers.labels import labels
+
+    lut = np.full(256, 255, np.uint8)
+    for label in labels:
+        if label.id >= 0 and 0 <= label.trainId < 255:
+            lut[label.id] = label.trainId
+    return lut
+
+
+def _check_outputs(out: Path, name: str, height: int, width: int) -> None:
+    """labelIds/color/overlay/panel of `name` exist, at (height, width), consistent palette."""
+    label_ids = cv2.imread(str(out / "labelIds" / f"{name}_labelIds.png"), cv2.IMREAD_UNCHANGED)
+    assert label_ids is not None and label_ids.shape == (height, width)
+    assert label_ids.dtype == np.uint8
+    train_ids = _label_id_to_train_id()[label_ids]
+    assert (train_ids < 19).all()  # only the 19 evaluated classes' label ids
+    color = cv2.imread(str(out / "color" / f"{name}_color.png"))[..., ::-1]
+    assert color.shape == (height, width, 3)
+    np.testing.assert_array_equal(color, train_id_palette()[train_ids])
+    overlay = cv2.imread(str(out / "overlay" / f"{name}_overlay.png"))
+    assert overlay.shape == (height, width, 3)
+    panel = cv2.imread(str(out / "panel" / f"{name}_panel.png"))
+    assert panel is not None and panel.shape[2] == 3 and panel.shape[1] > panel.shape[0]
+
+
+@pytest.fixture(scope="module")
+def split_run(synthetic_root, weights, tmp_path_factory, repo_root):
+    """predict.py over the synthetic val split: (results folder, completed process)."""
+    out = tmp_path_factory.mktemp("split") / "out"
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "-p",
+        str(synthetic_root),
+        "--split",
+        "val",
+        "-r",
+        str(out),
+        "--batch",
+        "2",
+    )
+    return out, done
+
+
+def test_cityscapes_split(split_run, synthetic_root, tmp_path, repo_root):
+    out, done = split_run
+    assert done.returncode == 0, done.stderr
+    names = sorted(
+        p.name[: -len("_leftImg8bit.png")]
+        for p in (synthetic_root / "leftImg8bit" / "val").glob("*/*.png")
+    )
+    assert len(names) == 3
+    for name in names:
+        assert len(name.split("_")) == 3  # CITY_SEQ_FRAME, as the server matches it
+        _check_outputs(out, name, 128, 256)
+    assert sorted(p.name for p in out.iterdir()) == ["color", "labelIds", "overlay", "panel"]
+    assert "3 images segmented" in done.stdout and "images/s" in done.stdout
+    # the label-id PNGs are what evaluate.py takes
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "evaluate.py"),
+            "--predictions",
+            str(out),
+            "-p",
+            str(synthetic_root),
+            "-r",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_onnx_matches_keras(split_run, synthetic_root, weights, tmp_path, repo_root):
+    from utils.export import export_onnx
+
+    keras_out, done = split_run
+    assert done.returncode == 0, done.stderr
+    onnx_file = tmp_path / "model.onnx"
+    export_onnx("separable_unet", onnx_file, input_size=(64, 128), batch=1, weights=weights)
+    out = tmp_path / "out"
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "--onnx",
+        str(onnx_file),
+        "-p",
+        str(synthetic_root),
+        "--split",
+        "val",
+        "-r",
+        str(out),
+        "--batch",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "onnxruntime" in done.stdout
+    for path in sorted((keras_out / "labelIds").iterdir()):
+        ours = cv2.imread(str(out / "labelIds" / path.name), cv2.IMREAD_UNCHANGED)
+        assert ours.shape == (128, 256)
+        assert np.mean(ours == cv2.imread(str(path), cv2.IMREAD_UNCHANGED)) > 0.999
+
+
+def test_folder_of_other_images_skips_bad_files(weights, tmp_path, repo_root):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(photos / "street_a.jpg"), rng.integers(0, 255, (100, 150, 3), np.uint8))
+    cv2.imwrite(str(photos / "sub" / "b.png"), rng.integers(0, 255, (90, 200, 3), np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(photos),
+        "-r",
+        str(out),
+        "--skip-bad",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "notes.txt" in done.stderr and "skipped" in done.stderr
+    _check_outputs(out, "street_a", 100, 150)
+    _check_outputs(out, "b", 90, 200)
+    assert len(list((out / "labelIds").iterdir())) == 2
+    # a glob works too
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(photos / "*.jpg"),
+        "-r",
+        str(tmp_path / "glob"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (tmp_path / "glob" / "labelIds").iterdir()] == ["street_a_labelIds.png"]
+
+
+def test_mc_samples_uncertainty(synthetic_root, tmp_path, repo_root):
+    import keras
+
+    from models import build_model
+
+    weights = tmp_path / "bayes.weights.h5"
+    build_model("bayes_segnet", (32, 64, 3)).save_weights(weights)
+    keras.backend.clear_session()
+    image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
+    out = tmp_path / "out"
+    done = _run(
+        repo_root,
+        "-m",
+        "bayes_segnet",
+        "-w",
+        str(weights),
+        "-t",
+        "32,64",
+        "--mc-samples",
+        "2",
+        "--input",
+        str(image),
+        "-r",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    name = image.name[: -len("_leftImg8bit.png")]
+    _check_outputs(out, name, 128, 256)
+    heat = cv2.imread(str(out / "uncertainty" / f"{name}_uncertainty.png"))
+    assert heat.shape == (128, 256, 3)
+    # the ground truth beside a Cityscapes file is found for the panel
+    assert (out / "panel" / f"{name}_panel.png").is_file()
+
+
+def _assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_non_image_input_stops_without_skip_bad(weights, tmp_path, repo_root):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), np.zeros((40, 60, 3), np.uint8))
+    (photos / "notes.txt").write_text("not an image")
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(photos),
+        "-r",
+        str(tmp_path / "out"),
+    )
+    _assert_one_line_error(done, "notes.txt", "--skip-bad")
+    assert not (tmp_path / "out" / "labelIds").exists()
+
+
+def test_corrupt_image_is_named(weights, tmp_path, repo_root):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = cv2.imencode(".png", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
+    (photos / "broken.png").write_bytes(good[:40])  # a PNG signature, then truncated
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(photos),
+        "-r",
+        str(tmp_path / "out"),
+    )
+    _assert_one_line_error(done, "broken.png")
+
+
+def test_weights_of_another_model(weights, tmp_path, repo_root, synthetic_root):
+    image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
+    done = _run(
+        repo_root,
+        "-m",
+        "fastscnn",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(image),
+        "-r",
+        str(tmp_path / "out"),
+    )
+    _assert_one_line_error(done, weights.name, "fastscnn")
+
+
+def test_results_folder_not_writable(weights, tmp_path, repo_root, synthetic_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
+    done = _run(
+        repo_root,
+        "-m",
+        "separable_unet",
+        "-w",
+        str(weights),
+        "-t",
+        SIZE,
+        "--input",
+        str(image),
+        "-r",
+        str(blocker / "out"),
+    )
+    _assert_one_line_error(done, str(blocker / "out"))

@@ -1,0 +1,218 @@
+"""Run a trained model (Keras weights or an exported ONNX file) on photos of any size.
+
+The model runs at its input size; each photo is resized to it (area filter when shrinking,
+bilinear when enlarging) and the class scores are resized back to the photo's own size
+(bilinear) before the argmax, so every result is at the photo's full resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+FULL_SIZE = (1024, 2048)
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One photo's result at the photo's size."""
+
+    train_ids: np.ndarray  # (H, W) uint8, 0..18
+    uncertainty: np.ndarray | None = None  # (H, W) float32 for Monte Carlo dropout, else None
+
+
+def round_to_multiple(size: Sequence[int], multiple: int) -> tuple[int, int]:
+    """(H, W) rounded to the nearest multiples of `multiple` (at least one multiple each)."""
+    return tuple(max(multiple, int(round(int(s) / multiple)) * multiple) for s in size[:2])
+
+
+def default_input_size(name: str) -> tuple[int, int]:
+    """The model's training crop (its recipe), rounded to the sizes the model can take."""
+    from models import get_info
+
+    info = get_info(name)
+    crop = info.recipe.crop_size or FULL_SIZE
+    return round_to_multiple(crop, info.size_multiple)
+
+
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize an RGB uint8 image to (H, W): area filter when shrinking, bilinear otherwise."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height < image.shape[0] and width < image.shape[1]
+    return cv2.resize(
+        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
+
+
+def scores_to_train_ids(scores: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Bilinear-resize (h, w, C) class scores to (H, W) and take the argmax: (H, W) uint8."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    scores = np.asarray(scores, dtype=np.float32)
+    if scores.shape[:2] != (height, width):
+        # OpenCV resizes at most 512 channels at once; Cityscapes has 19.
+        scores = cv2.resize(scores, (width, height), interpolation=cv2.INTER_LINEAR)
+        if scores.ndim == 2:  # a single class comes back without its channel axis
+            scores = scores[..., None]
+    return scores.argmax(axis=-1).astype(np.uint8)
+
+
+def resize_map(values: np.ndarray, size: Sequence[int], nearest: bool = False) -> np.ndarray:
+    """Resize a (h, w) map to (H, W): nearest for ids, bilinear for real values."""
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    if values.shape[:2] == (height, width):
+        return values
+    return cv2.resize(
+        values, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    )
+
+
+class Segmenter:
+    """A Keras model with trained weights, or an exported ONNX file, behind one `predict` call.
+
+    Args:
+        name: model name (a key of models.MODELS).
+        weights: trained weights (.weights.h5 / .keras) for the Keras model; None keeps the
+            random initialisation (for tests and timing only).
+        input_size: (H, W) the model runs at; default: the ONNX file's input size, else
+            `default_input_size(name)`.
+        options: builder options (backbone, output_stride).
+        onnx: an exported .onnx file to run through onnxruntime instead of Keras.
+        mc_samples: Monte Carlo dropout samples (bayes_segnet): adds an uncertainty map.
+        seed: seed of the Monte Carlo dropout masks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        weights: str | os.PathLike | None = None,
+        input_size: Sequence[int] | None = None,
+        options: dict[str, Any] | None = None,
+        onnx: str | os.PathLike | None = None,
+        mc_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        from models import get_info
+
+        self.info = get_info(name)
+        self.name = name
+        self.options = dict(options or {})
+        self.mc_samples = mc_samples
+        self.seed = seed
+        self.session = None
+        self.model = None
+        if mc_samples is not None and onnx is not None:
+            raise ValueError("--mc-samples runs the Keras model; it cannot be combined with --onnx")
+        if mc_samples is not None and name != "bayes_segnet":
+            raise ValueError(
+                f"--mc-samples is for bayes_segnet (Monte Carlo dropout); got model {name!r}"
+            )
+        if onnx is not None:
+            self.session = _onnx_session(onnx)
+            static = self.session.get_inputs()[0].shape
+            layout_nchw = self.session.get_modelmeta().custom_metadata_map.get("layout") == "NCHW"
+            dims = static[2:4] if layout_nchw else static[1:3]
+            onnx_size = tuple(dims) if all(isinstance(d, int) for d in dims) else None
+            if input_size is not None and onnx_size is not None and tuple(input_size) != onnx_size:
+                raise ValueError(
+                    f"ONNX file {str(onnx)!r} takes {onnx_size[0]}x{onnx_size[1]} "
+                    f"images; got -t {input_size[0]},{input_size[1]}"
+                )
+            self.input_size = tuple(input_size or onnx_size or default_input_size(name))
+        else:
+            self.input_size = tuple(int(s) for s in (input_size or default_input_size(name)))
+            self.model = _build(name, self.input_size, weights, self.options)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Segment RGB uint8 photos (each any size); results at each photo's size."""
+        if not images:
+            return []
+        batch = np.stack([resize_image(image, self.input_size) for image in images])
+        batch = batch.astype(np.float32)
+        uncertainty = None
+        if self.session is not None:
+            fixed = self.session.get_inputs()[0].shape[0]
+            step = fixed if isinstance(fixed, int) and fixed > 0 else len(batch)
+            scores = np.concatenate(
+                [_run_onnx(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
+            )
+        elif self.mc_samples is not None:
+            from models.bayes_segnet import mc_predict
+
+            scores, uncertainty = mc_predict(
+                self.model, batch, samples=self.mc_samples, seed=self.seed
+            )
+        else:
+            scores = self.model.predict_on_batch(batch)
+            if isinstance(scores, (list, tuple)):
+                scores = scores[0]
+            scores = np.asarray(scores)
+        results = []
+        for i, image in enumerate(images):
+            size = image.shape[:2]
+            if scores.ndim == 3:  # an --argmax ONNX export gives label ids
+                ids = _label_to_train_lut()[scores[i].astype(np.uint8)]
+                train_ids = resize_map(ids, size, nearest=True)
+            else:
+                train_ids = scores_to_train_ids(scores[i], size)
+            unc = None
+            if uncertainty is not None:
+                unc = resize_map(np.asarray(uncertainty[i], np.float32), size)
+            results.append(Prediction(train_ids, unc))
+        return results
+
+
+def _build(
+    name: str, size: Sequence[int], weights: str | os.PathLike | None, options: dict[str, Any]
+) -> Any:
+    """Build the float32 inference model and load weights strictly (naming file and model)."""
+    from utils.export import build_for_export
+
+    return build_for_export(name, size, weights=weights, **options)
+
+
+def _onnx_session(path: str | os.PathLike) -> Any:
+    """onnxruntime session for an exported file (utils.export's, which picks the provider)."""
+    from utils.export import onnx_session
+
+    return onnx_session(path)
+
+
+def _run_onnx(session: Any, batch: np.ndarray) -> np.ndarray:
+    """NHWC results of an exported file (layout handled by utils.export.run_onnx)."""
+    from utils.export import run_onnx
+
+    return run_onnx(session, batch)
+
+
+def _label_to_train_lut() -> np.ndarray:
+    """uint8[256]: label id -> train id (255 for void ids)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    lut = np.full(256, 255, dtype=np.uint8)
+    for label in labels:
+        if label.id >= 0 and 0 <= label.trainId < 255:
+            lut[label.id] = label.trainId
+    return lut
+
+
+def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Map train ids (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
+    from cityscapesscripts.helpers.labels import labels
+
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in labels:
+        if label.id >= 0 and 0 <= label.trainId < 255:
+            lut[label.trainId] = label.id
+    return lut[np.asarray(train_ids, dtype=np.uint8)]
