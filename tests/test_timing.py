@@ -1,0 +1,223 @@
+"""Tests of the timing harness (utils/timing.py) and the compute counter (utils/flops.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from utils import flops, timing
+
+
+def test_time_callable_measures_a_known_duration():
+    """A 20 ms sleep is timed as about 20 ms (wide upper bound: the machine may be busy)."""
+    result = timing.time_callable(
+        lambda: time.sleep(0.02), warmup_s=0.05, min_iters=5, min_duration_s=0.15
+    )
+    stats = result.stats()
+    assert result.iterations >= 5
+    assert result.total_s >= 0.15
+    assert result.warmup_iters >= 1
+    assert not result.budget_limited
+    assert 19.5 <= stats["median_ms"] <= 60.0
+    assert 19.5 <= stats["mean_ms"] <= 60.0
+    assert stats["min_ms"] <= stats["median_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
+    assert stats["p99_ms"] <= stats["max_ms"]
+
+
+def test_time_callable_counts_calls_exactly():
+    """Every call is either warm-up or timed, and each timed call is recorded once."""
+    calls = []
+    result = timing.time_callable(
+        lambda: calls.append(1), warmup_s=0.01, min_iters=50, min_duration_s=0.0
+    )
+    assert len(calls) == result.warmup_iters + result.iterations
+    assert result.iterations == 50
+
+
+def test_deadline_stops_the_loop_and_says_so():
+    """A deadline shorter than min_iters calls stops early with budget_limited set."""
+    deadline = time.perf_counter() + 0.1
+    result = timing.time_callable(
+        lambda: time.sleep(0.02),
+        warmup_s=0.0,
+        min_iters=100,
+        min_duration_s=10.0,
+        deadline=deadline,
+    )
+    assert result.budget_limited
+    assert 1 <= result.iterations < 100
+    assert result.warmup_iters == 0
+
+
+def test_deadline_in_the_past_still_times_one_call():
+    result = timing.time_callable(
+        lambda: None,
+        warmup_s=0.0,
+        min_iters=10,
+        min_duration_s=1.0,
+        deadline=time.perf_counter() - 1.0,
+    )
+    assert result.iterations == 1
+    assert result.budget_limited
+
+
+def test_latency_stats_match_numpy():
+    times = [0.001, 0.002, 0.003, 0.004, 0.010]
+    stats = timing.latency_stats(times)
+    ms = np.array(times) * 1e3
+    assert stats["mean_ms"] == pytest.approx(ms.mean())
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert stats["p90_ms"] == pytest.approx(np.percentile(ms, 90))
+    assert stats["p99_ms"] == pytest.approx(np.percentile(ms, 99))
+    assert stats["max_ms"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"min_iters": 0}, {"warmup_s": -1.0}, {"min_duration_s": -0.5}])
+def test_time_callable_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError, match="got"):
+        timing.time_callable(lambda: None, **kwargs)
+
+
+def test_latency_stats_rejects_empty():
+    with pytest.raises(ValueError, match="empty"):
+        timing.latency_stats([])
+
+
+def test_loop_overhead_is_small_and_positive():
+    overhead = timing.loop_overhead_s(2000)
+    assert 0.0 < overhead < 1e-3
+
+
+def test_dense_peak_reports_each_kernel():
+    peak = timing.dense_peak(n=256, seconds=0.1, conv_channels=32, conv_size=32)
+    for kernel in timing.PEAK_KERNELS:
+        assert peak[kernel]["best_gflops"] >= peak[kernel]["median_gflops"] > 0
+        assert peak[kernel]["calls"] >= 3
+    assert peak["peak_gflops"] == max(peak[k]["best_gflops"] for k in timing.PEAK_KERNELS)
+    assert peak["matmul_peak_gflops"] == max(
+        peak["numpy"]["best_gflops"], peak["onnxruntime"]["best_gflops"]
+    )
+    with pytest.raises(ValueError, match="peak kernels"):
+        timing.dense_peak(n=8, seconds=0.01, backends=("cublas",))
+
+
+def test_conv_peak_graph_computes_a_convolution():
+    """The peak's convolution graph really convolves (checked against a numpy reference)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(timing._conv_onnx(4, 6), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((1, 4, 6, 6)).astype(np.float32)
+    got = sess.run(None, {"X": x})[0]
+    w = np.random.default_rng(0).standard_normal((4, 4, 3, 3)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    want = np.zeros_like(got)
+    for i in range(6):
+        for j in range(6):
+            want[0, :, i, j] = np.einsum("ocuv,cuv->o", w, padded[0, :, i : i + 3, j : j + 3])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_machine_info_names_cpu_cores_and_versions():
+    info = timing.machine_info()
+    assert info["cpu"] and info["cores"] >= 1
+    assert {"tensorflow", "onnxruntime", "numpy"} <= set(info["versions"])
+    assert isinstance(info["gpus"], list)
+    assert "cores" in timing.describe_machine(info)
+
+
+def test_peak_rss_follows_an_allocation():
+    """After a reset, touching 200 MB raises the high-water mark by about that much."""
+    if not timing.reset_peak_rss():
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    before = timing.peak_rss_mb()
+    block = np.ones(50 * 2**20 // 4 * 4, dtype=np.float32)  # 200 MiB, every page touched
+    after = timing.peak_rss_mb()
+    del block
+    assert after - before >= 150
+
+
+def test_onnxruntime_job_in_a_subprocess(tmp_path):
+    """run_job_subprocess times an ONNX file in a child process and returns its statistics."""
+    path = tmp_path / "matmul.onnx"
+    # A graph that maps (1, 8, 8, 3) to (1, 1, 1, 1): the feed-overhead graph doubles as a model.
+    path.write_bytes(timing._slice_onnx((1, 8, 8, 3)))
+    spec = {
+        "backend": "onnxruntime",
+        "model": "slice",
+        "onnx_path": str(path),
+        "height": 8,
+        "width": 8,
+        "batch_size": 1,
+        "warmup_s": 0.01,
+        "min_iters": 5,
+        "min_duration_s": 0.01,
+        "budget_s": 30.0,
+        "threads": 1,
+    }
+    result = timing.run_job_subprocess(spec, tmp_path)
+    assert result["status"] == "ok", result
+    assert result["iterations"] >= 5 and len(result["times_ms"]) == result["iterations"]
+    assert result["images_per_s"] == pytest.approx(1e3 / result["mean_ms"])
+    assert result["peak_rss_mb"] > 0
+    json.dumps(result)
+
+
+def test_subprocess_failure_becomes_a_status(tmp_path):
+    spec = {
+        "backend": "onnxruntime",
+        "model": "missing",
+        "onnx_path": str(tmp_path / "no.onnx"),
+        "height": 8,
+        "width": 8,
+        "batch_size": 1,
+    }
+    result = timing.run_job_subprocess(spec, tmp_path)
+    assert result["status"].startswith("error:")
+
+
+# --------------------------------------------------------------------------- compute counts
+
+
+def _tiny_model():
+    """A model with one of each counted layer kind, at 8x8 input."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)  # 8*8 * 8 * 3*3*3
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 4*4*8 * 3*3
+    x = layers.SeparableConv2D(16, 3, padding="same")(x)  # 4*4*8*9 + 4*4*16*8
+    x = layers.Conv2DTranspose(4, 2, strides=2)(x)  # in 4*4*16 * 2*2*4
+    x = layers.Dense(5)(x)  # 8*8*4 * 5
+    return keras.Model(inputs, x)
+
+
+def test_model_macs_counts_each_layer_kind():
+    expected = (
+        (8 * 8 * 8 * 27)
+        + (4 * 4 * 8 * 9)
+        + (4 * 4 * 8 * 9 + 4 * 4 * 16 * 8)
+        + (4 * 4 * 16 * 2 * 2 * 4)
+        + (8 * 8 * 4 * 5)
+    )
+    count = flops.model_macs(_tiny_model(), (8, 8), batch_size=1)
+    assert count.macs == expected
+    assert count.gflops == pytest.approx(2 * expected / 1e9)
+    assert not count.unknown_shapes
+    assert flops.model_macs(_tiny_model(), (8, 8), batch_size=3).macs == 3 * expected
+
+
+def test_einsum_macs():
+    # The adaptive pooling einsum: (bins, H) x (N, H, W, C) -> every index multiplied once.
+    assert flops.einsum_macs("ih,nhwc->niwc", [[6, 32], [2, 32, 64, 128]]) == 6 * 32 * 2 * 64 * 128
+    assert flops.einsum_macs("...ij,...jk->...ik", [[2, 3, 4], [2, 4, 5]]) == 2 * 3 * 4 * 5
+    with pytest.raises(ValueError, match="operands"):
+        flops.einsum_macs("ij,jk->ik", [[2, 3]])
+
+
+def test_model_macs_rejects_bad_batch():
+    with pytest.raises(ValueError, match="positive"):
+        flops.model_macs(_tiny_model(), (8, 8), batch_size=0)
