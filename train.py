@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 from utils.cli import (
-    HelpFormatter,
     add_dataset_args,
     add_model_args,
     dataset_root,
@@ -36,27 +35,6 @@ from utils.cli import (
     positive_int,
     quiet_tensorflow,
 )
-
-OPTIMIZER_CHOICES = (
-    "adadelta",
-    "adagrad",
-    "adam",
-    "adamax",
-    "ftrl",
-    "nadam",
-    "rmsprop",
-    "sgd",
-    "sgd_nesterov",
-)
-
-
-class _Formatter(HelpFormatter):
-    """Shows defaults, except where the help already says what the default is."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if "(default:" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def _float(text: str) -> float:
@@ -72,8 +50,10 @@ def _float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The train.py argument parser."""
+    quiet_tensorflow()
+    from utils.training import OPTIMIZERS
+
     parser = make_parser(__doc__)
-    parser.formatter_class = _Formatter
     parser.error = fail  # one line `error: ...` and status 2, also for argparse's own checks
     add_model_args(parser)
     add_dataset_args(parser)
@@ -106,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f",
         "--lrfinder",
-        choices=OPTIMIZER_CHOICES,
+        choices=OPTIMIZERS,
         default=None,
         help="run the learning-rate finder with this optimizer instead of "
         "training; writes a plot, a CSV and the suggested --min-lr/--max-lr",
@@ -119,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--optimizer",
-        choices=OPTIMIZER_CHOICES,
+        choices=OPTIMIZERS,
         default=None,
         help="optimizer for training (default: the recipe's)",
     )

@@ -284,11 +284,9 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
         while not line.startswith("Epoch 2/3"):
             line = proc.stdout.readline()
             assert line, "train.py ended before its second epoch"
-        progress = ""
-        while "2/6" not in progress:  # the progress bar of epoch 2 reached its second step
-            char = proc.stdout.read(1)
-            assert char, "train.py ended before it was killed"
-            progress += char
+        # Epoch 2 has begun (its header is printed before its data pipeline starts) and cannot
+        # have finished: kill now. (Keras' progress bar prints no per-step output to a pipe,
+        # so a later point in the epoch cannot be waited for reliably.)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=120)
     finally:
