@@ -217,13 +217,13 @@ def find_samples(
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An RGB uint8 image (H, W, 3); ValueError naming the file if it is unreadable."""
     path = str(path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = cv2.imread(path, cv2.IMREAD_COLOR_RGB)
     if image is None:
         raise ValueError(
             f"cannot read image {path!r}: missing, corrupt or not an image; "
             "replace the file or pass --skip-bad"
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def read_label(
@@ -293,57 +293,37 @@ class Augment:
     saturation: float = 0.2  #: +- per-channel gain spread (cheap saturation/hue jitter)
 
 
-def scale_crop(
-    image: np.ndarray,
-    label: np.ndarray,
-    crop: tuple[int, int],
-    scale: float,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scale by `scale` and take a random `crop`, cropping BEFORE resizing (only the window is
-    resized). Regions outside the scaled image are padded: 0 for the image, 255 for the label."""
+def scale_crop(image: np.ndarray, label: np.ndarray, crop: tuple[int, int], scale: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Scale by `scale` and take a random `crop`, cropping BEFORE resizing: only the source
+    window that lands in the crop is resized (bilinear for the image, nearest for the label).
+    Where the scaled image is smaller than the crop, the rest is padded: 0 for the image, 255
+    (ignore) for the label."""
     h, w = label.shape
     ch, cw = crop
-    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
-    # Window of the scaled image that lands in the crop (top-left y0, x0 in scaled pixels).
-    y0 = int(rng.integers(0, sh - ch + 1)) if sh > ch else 0
-    x0 = int(rng.integers(0, sw - cw + 1)) if sw > cw else 0
-    out_h, out_w = min(ch, sh - y0), min(cw, sw - x0)
-    # Source rows/cols covering that window, with one pixel of margin for bilinear filtering.
-    sy0, sy1 = y0 / scale, (y0 + out_h) / scale
-    sx0, sx1 = x0 / scale, (x0 + out_w) / scale
-    iy0, ix0 = max(0, int(np.floor(sy0)) - 1), max(0, int(np.floor(sx0)) - 1)
-    iy1, ix1 = min(h, int(np.ceil(sy1)) + 1), min(w, int(np.ceil(sx1)) + 1)
-    # Affine map from source window to output: out = (src - s0) * scale, half-pixel centred.
-    matrix = np.array(
-        [
-            [scale, 0, (ix0 - sx0) * scale + 0.5 * (scale - 1)],
-            [0, scale, (iy0 - sy0) * scale + 0.5 * (scale - 1)],
-        ],
-        dtype=np.float64,
-    )
-    img_win = cv2.warpAffine(
-        image[iy0:iy1, ix0:ix1],
-        matrix,
-        (out_w, out_h),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-    lab_win = cv2.warpAffine(
-        label[iy0:iy1, ix0:ix1],
-        matrix,
-        (out_w, out_h),
-        flags=cv2.INTER_NEAREST,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
+
+    def window(size: int, out: int) -> tuple[int, int, int]:
+        """(source start, source length, output length) along one axis."""
+        length = round(out / scale)
+        if length <= size:
+            return int(rng.integers(0, size - length + 1)), max(1, length), out
+        return 0, size, max(1, min(out, round(size * scale)))
+
+    y0, src_h, out_h = window(h, ch)
+    x0, src_w, out_w = window(w, cw)
+    img_win = image[y0:y0 + src_h, x0:x0 + src_w]
+    lab_win = label[y0:y0 + src_h, x0:x0 + src_w]
+    if (src_h, src_w) != (out_h, out_w):
+        img_win = cv2.resize(img_win, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        lab_win = cv2.resize(lab_win, (out_w, out_h), interpolation=cv2.INTER_NEAREST_EXACT)
     if (out_h, out_w) == (ch, cw):
-        return img_win, lab_win
+        return np.ascontiguousarray(img_win), np.ascontiguousarray(lab_win)
     img_out = np.zeros((ch, cw, 3), dtype=np.uint8)
     lab_out = np.full((ch, cw), IGNORE, dtype=np.uint8)
-    py = int(rng.integers(0, ch - out_h + 1)) if out_h < ch else 0
-    px = int(rng.integers(0, cw - out_w + 1)) if out_w < cw else 0
-    img_out[py : py + out_h, px : px + out_w] = img_win
-    lab_out[py : py + out_h, px : px + out_w] = lab_win
+    py = int(rng.integers(0, ch - out_h + 1))
+    px = int(rng.integers(0, cw - out_w + 1))
+    img_out[py:py + out_h, px:px + out_w] = img_win
+    lab_out[py:py + out_h, px:px + out_w] = lab_win
     return img_out, lab_out
 
 
@@ -381,7 +361,7 @@ def resize_pair(
     h, w = size
     return (
         cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR),
-        cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST),
+        cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST_EXACT),
     )
 
 
@@ -560,7 +540,7 @@ def benchmark_pipeline(
     files = [samples[i % len(samples)] for i in range(num_images)]
 
     def decode(sample: Sample) -> None:
-        cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
+        cv2.imread(str(sample.image), cv2.IMREAD_COLOR_RGB)
         cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
 
     with ThreadPoolExecutor(workers) as pool:

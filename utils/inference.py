@@ -74,7 +74,7 @@ def resize_map(values: np.ndarray, size: Sequence[int], nearest: bool = False) -
     if values.shape[:2] == (height, width):
         return values
     return cv2.resize(
-        values, (width, height), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+        values, (width, height), interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
     )
 
 
