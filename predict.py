@@ -196,7 +196,7 @@ def dataset_items(args: argparse.Namespace) -> list[Item]:
 
     root = dataset_root(args)
     samples = find_samples(root, args.split, coarse=args.coarse, skip_bad=args.skip_bad)
-    with_gt = args.split != "test"  # test annotations are placeholders
+    with_gt = args.split != "test"  # the test split has no real annotations
     return [Item(s.image, s.name, s.label if with_gt else None, s.train_ids) for s in samples]
 
 
