@@ -336,7 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=positive_int,
         default=None,
-        help="decode threads of the ceiling (None: the CPU count)",
+        help="threads of the ceiling and parallel calls of the pipeline (None: the CPU count)",
+    )
+    data.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=3,
+        help="measure ceilings and pipeline in turn this many times; report the fastest of each",
     )
     data.add_argument("--output-dir", default="results", help="folder for benchmark_data.{md,json}")
 
@@ -1382,12 +1388,6 @@ def run_data(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]
     """`data`: tf.data pipeline images/s against the decode ceiling, peak memory."""
     quiet_tensorflow()
     from datasets import cityscapes
-
-    if not hasattr(cityscapes, "benchmark_pipeline"):
-        raise ValueError(
-            "datasets.cityscapes.benchmark_pipeline is not available in this "
-            "checkout; the data subcommand needs it"
-        )
     from utils.cli import dataset_root
 
     out_dir = check_writable_dir(args.output_dir)
@@ -1400,6 +1400,7 @@ def run_data(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]
         num_images=args.num_images,
         split=args.split,
         workers=args.workers,
+        repeats=args.repeats,
     )
     row = {"root": str(root), "synthetic": bool(args.synthetic), **result}
     meta = _base_meta(argv, t_start, load)
@@ -1410,26 +1411,13 @@ def run_data(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]
 def run_eval(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     """`eval`: our evaluator against the official one (benchmark_evaluation)."""
     quiet_tensorflow()
-    func = None
-    for module_name in ("utils.cityscapes_eval", "utils.metrics"):
-        try:
-            module = __import__(module_name, fromlist=["benchmark_evaluation"])
-        except ImportError:
-            continue
-        func = getattr(module, "benchmark_evaluation", None)
-        if func is not None:
-            break
-    if func is None:
-        raise ValueError(
-            "benchmark_evaluation is not available in utils/cityscapes_eval.py "
-            "or utils/metrics.py in this checkout; the eval subcommand needs it"
-        )
+    from utils.cityscapes_eval import benchmark_evaluation
     from utils.cli import dataset_root
 
     out_dir = check_writable_dir(args.output_dir)
     t_start, load = time.monotonic(), LoadMeter()
     root = dataset_root(args)
-    result = func(
+    result = benchmark_evaluation(
         root,
         num_files=args.num_files,
         split=args.split,

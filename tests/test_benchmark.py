@@ -218,12 +218,15 @@ def test_data_subcommand(synthetic_root, tmp_path):
         "2",
         "--num-images",
         "4",
+        "--repeats",
+        "2",
         "--output-dir",
         str(tmp_path),
     ]
     assert benchmark.main(argv) == 0
     row = json.loads((tmp_path / "benchmark_data.json").read_text())["rows"][0]
     assert row["pipeline_images_per_s"] > 0 and row["decode_ceiling_images_per_s"] > 0
+    assert row["repeats"] == 2 and row["all_runs_images_per_s"].count("/") == 4
     assert "Machine:" in (tmp_path / "benchmark_data.md").read_text()
 
 

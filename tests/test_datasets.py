@@ -177,12 +177,65 @@ def test_augmentation_keeps_image_and_label_aligned(seed: int) -> None:
     np.testing.assert_array_equal(decoded[interior], lab[interior].astype(np.int32))
 
 
-def test_photometric_jitter_changes_colours_not_geometry() -> None:
-    image = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (8, 1, 3))
-    out = cs.photometric_jitter(image, np.random.default_rng(1), cs.Augment())
-    assert out.shape == image.shape and not (out == image).all()
-    # Monotone per channel: ordering of intensities along a row is kept.
+def test_colour_jitter_changes_colours_not_geometry() -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (8, 1, 3))  # a grey ramp
+    matrix = cs.jitter_matrix(np.random.default_rng(1), cs.Augment())
+    out = cv2.transform(ramp, matrix)
+    assert out.shape == ramp.shape and out.dtype == np.uint8 and not (out == ramp).all()
+    # Saturation mixing keeps grey grey; contrast and brightness keep the ramp's order.
+    assert (np.abs(out[..., 0].astype(int) - out[..., 2]) <= 1).all()
     assert (np.diff(out[0, :, 0].astype(int)) >= 0).all()
+    # Against the affine map computed in float64.
+    expected = np.clip(ramp.astype(np.float64) @ matrix[:, :3].T.astype(np.float64) + matrix[:, 3], 0, 255)
+    assert np.abs(out - np.round(expected)).max() <= 1
+
+
+def test_saturation_jitter_mixes_towards_grey() -> None:
+    aug = cs.Augment(brightness=0, contrast=0, saturation=0.5)
+    rng = np.random.default_rng(0)
+    matrix = cs.jitter_matrix(rng, aug)
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 200
+    out = cv2.transform(red, matrix)[0, 0].astype(int)
+    gain = float(matrix[0, 0] - matrix[1, 0])  # the saturation factor
+    # Grey level of pure red is 0.299 * 200; each channel moves towards it by (1 - gain).
+    grey = 0.299 * 200
+    np.testing.assert_allclose(out, np.round(grey + gain * (np.array([200, 0, 0]) - grey)), atol=1)
+
+
+@pytest.mark.parametrize("scale", [0.7, 1.6])
+def test_flip_colour_and_label_mapping_commute_with_scale_crop(scale: float) -> None:
+    # Applied on the source window (zoom in) or on the resized crop (zoom out), flip, colour
+    # and label-id mapping give what applying them to the plain result gives.
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 34, size=(8, 16)).astype(np.uint8)
+    label = np.kron(blocks, np.ones((16, 16), np.uint8))
+    image = cv2.GaussianBlur(rng.integers(40, 200, (128, 256, 3)).astype(np.uint8), (9, 9), 3)
+    matrix = np.array([[1.1, 0, 0, -5], [0, 0.9, 0, 8], [0, 0, 1.0, 3]], np.float32)
+    lut = cs.id_to_train_id_lut()
+    plain_img, plain_lab = cs.scale_crop(image, label, (96, 160), scale, np.random.default_rng(3))
+    img, lab = cs.scale_crop(
+        image, label, (96, 160), scale, np.random.default_rng(3),
+        flip=True, colour=matrix, label_lut=lut,
+    )
+    content = cv2.flip(plain_lab, 1) != 255
+    expected_lab = np.where(content, lut[cv2.flip(plain_lab, 1)], 255)
+    assert np.mean(lab == expected_lab) > 0.995  # nearest-neighbour ties may flip a pixel
+    expected_img = cv2.transform(cv2.flip(plain_img, 1), matrix)
+    inner = cv2.erode(content.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.abs(img.astype(int) - expected_img)[inner].max() <= 2
+    assert (img[~content] == 0).all()  # padding stays black, unjittered
+
+
+def test_label_ids_mapped_after_cropping_equal_mapped_first(synthetic_root: Path) -> None:
+    sample = cs.find_samples(synthetic_root, "train")[0]
+    image, ids = cs.load_pair(sample, map_ids=False)
+    _, train = cs.load_pair(sample)
+    for seed in range(4):
+        a = cs.augment_pair(image, train, (96, 160), seed)
+        b = cs.augment_pair(image, ids, (96, 160), seed, label_lut=cs.id_to_train_id_lut())
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_sharding_splits_files_without_overlap(synthetic_root: Path) -> None:
@@ -194,6 +247,54 @@ def test_sharding_splits_files_without_overlap(synthetic_root: Path) -> None:
     assert sum(1 for _ in ds) == len(shards[1])
     with pytest.raises(ValueError, match="shard index"):
         cs.shard_samples(samples, 2, 2)
+
+
+@pytest.mark.parametrize("kind", ["grey", "grey_alpha", "rgba", "rgb16", "jpeg"])
+def test_read_image_gives_rgb_uint8_for_any_png_or_jpeg(tmp_path: Path, kind: str) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((6, 10, 3), np.uint8)
+    rgb[:, :5] = (200, 40, 10)
+    path = tmp_path / ("x.jpg" if kind == "jpeg" else "x.png")
+    if kind == "grey":
+        Image.fromarray(rgb[..., 0]).save(path)
+        expected = np.repeat(rgb[..., :1], 3, axis=2)
+    elif kind == "grey_alpha":
+        Image.fromarray(np.dstack([rgb[..., 0], np.full((6, 10), 99, np.uint8)]), "LA").save(path)
+        expected = np.repeat(rgb[..., :1], 3, axis=2)
+    elif kind == "rgba":
+        Image.fromarray(np.dstack([rgb, np.full((6, 10), 7, np.uint8)])).save(path)
+        expected = rgb
+    elif kind == "rgb16":
+        cv2.imwrite(str(path), rgb[..., ::-1].astype(np.uint16) * 257)  # OpenCV writes BGR
+        expected = rgb
+    else:
+        Image.fromarray(rgb).save(path, quality=100)
+        expected = rgb
+    image = cs.read_image(path)
+    assert image.shape == (6, 10, 3) and image.dtype == np.uint8
+    if kind == "jpeg":  # lossy, and chroma subsampling blurs the edge: compare away from it
+        image, expected = image[:, [0, 1, 8, 9]], expected[:, [0, 1, 8, 9]]
+    assert np.abs(image.astype(int) - expected).max() <= (3 if kind == "jpeg" else 0)
+
+
+def test_read_png_names_missing_truncated_and_non_png_files(tmp_path: Path) -> None:
+    from utils.io import read_png
+
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    np.testing.assert_array_equal(read_png(good), np.arange(64 * 64).reshape(64, 64))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    not_png = tmp_path / "text.png"
+    not_png.write_text("hello")
+    for path, reason in (
+        (tmp_path / "missing.png", "No such file"),
+        (truncated, "corrupt or truncated"),
+        (not_png, "not a PNG"),
+    ):
+        with pytest.raises(ValueError, match=f"cannot read label '{path}'.*{reason}"):
+            read_png(path, "label")
 
 
 # ---------------------------------------------------------------------------- bad input

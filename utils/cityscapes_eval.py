@@ -32,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from utils.io import read_png as decode_png
+from utils.io import reuse_freed_buffers
 from utils.metrics import confusion_matrix
+from utils.timing import available_cores
 
 #: Instance ids at or below this value are not instances (official: ``instanceNp > 1000``).
 INSTANCE_OFFSET = 1000
@@ -234,12 +237,11 @@ def _size(array: np.ndarray) -> str:
 
 
 def read_png(path: str | os.PathLike, what: str) -> np.ndarray:
-    """Decode a PNG as stored (8/16 bit, 1 or 3 channels); ValueError naming the file if it fails."""
-    import cv2
+    """Decode a PNG as stored (8/16 bit, 1 or 3 channels); ValueError naming the file if it fails.
 
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"cannot read {what} {str(path)!r}: missing, corrupt or not an image")
+    A palette prediction gives its indices, as PIL (and so the official script) reads it.
+    """
+    array = decode_png(path, what)
     if array.ndim == 3 and what == "prediction":
         array = _palette_indices(path, array)
     return array
@@ -518,14 +520,6 @@ def score_average(scores: dict[str, float]) -> float:
     return total / count if count else math.nan
 
 
-def default_workers() -> int:
-    """Worker processes to use: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _pool(workers: int) -> ProcessPoolExecutor:
     """A process pool; fork where available (fast start, inherits the imported modules).
 
@@ -542,26 +536,8 @@ def _chunk_size(num_tasks: int, workers: int) -> int:
 
 
 def _init_worker() -> None:
-    """Keep freed image buffers in the heap of a worker process (glibc).
-
-    By default glibc returns large freed blocks to the system, so every decoded 1024x2048
-    image faults its pages in again: about a quarter of the decoding time went to the kernel.
-    With high trim and mmap thresholds the next image reuses the same memory.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20)
-        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-    except (OSError, AttributeError):  # not glibc: keep the defaults
-        pass
-
-
-_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
-_M_MMAP_THRESHOLD = -3
+    """Worker set-up: reuse freed image buffers (see `utils.io.reuse_freed_buffers`)."""
+    reuse_freed_buffers()
 
 
 def evaluate_pairs(
@@ -585,7 +561,7 @@ def evaluate_pairs(
     """
     if not pairs:
         raise ValueError("no prediction / ground-truth pairs to evaluate")
-    workers = default_workers() if workers is None else int(workers)
+    workers = available_cores() if workers is None else int(workers)
     tasks = [(str(p), str(g), instance_path(g), train_ids) for p, g in pairs]
     accumulator = PixelLevelAccumulator()
     if workers <= 1 or len(tasks) == 1:
@@ -767,7 +743,7 @@ def run_official(
 
 def decode_ceiling(pairs: Sequence[tuple[str, str]], workers: int | None = None) -> float:
     """Seconds to only decode the three PNGs of every pair with `workers` processes."""
-    workers = default_workers() if workers is None else int(workers)
+    workers = available_cores() if workers is None else int(workers)
     tasks = [(p, g, instance_path(g)) for p, g in pairs]
     start = time.perf_counter()
     chunk = _chunk_size(len(tasks), workers)
@@ -915,7 +891,7 @@ def benchmark_evaluation(
         `ceiling_share` (ceiling / ours), `max_abs_difference` between the two results,
         `images_per_s`, the machine and library versions and the command that was timed.
     """
-    workers = default_workers() if workers is None else int(workers)
+    workers = available_cores() if workers is None else int(workers)
     if num_files < 1:
         raise ValueError(f"num_files must be at least 1, got {num_files!r}")
     gts = ground_truth_files(root, split)
@@ -1053,7 +1029,7 @@ def machine_info() -> dict[str, Any]:
         cityscapes_version = "unknown"
     return {
         "cpu": cpu,
-        "cores": default_workers(),
+        "cores": available_cores(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
