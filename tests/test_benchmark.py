@@ -233,10 +233,14 @@ def test_data_subcommand(synthetic_root, tmp_path):
 def test_eval_subcommand(synthetic_root, tmp_path):
     work = tmp_path / "root"
     shutil.copytree(synthetic_root, work)
-    argv = ["eval", "-p", str(work), "--num-files", "2", "--output-dir", str(tmp_path / "out")]
+    out = tmp_path / "out"
+    argv = ["eval", "-p", str(work), "--num-files", "2", "--repeats", "1", "--output-dir", str(out)]
     assert benchmark.main(argv) == 0
-    row = json.loads((tmp_path / "out" / "benchmark_eval.json").read_text())["rows"][0]
-    assert row["ours_s"] > 0
+    row = json.loads((out / "benchmark_eval.json").read_text())["rows"][0]
+    assert row["ours_s"] > 0 and row["max_abs_difference"] == 0
+    assert row["numpy_matmul_gflops"] > 0 and "cityscapesscripts" in row["versions"]
+    page = (out / "benchmark_eval.md").read_text()
+    assert "speed-up over the official script" in page and "Machine:" in page
 
 
 def test_train_subcommand(tmp_path):

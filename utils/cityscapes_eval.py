@@ -35,7 +35,7 @@ import numpy as np
 from utils.io import read_png as decode_png
 from utils.io import reuse_freed_buffers
 from utils.metrics import confusion_matrix
-from utils.timing import available_cores
+from utils.timing import available_cores, dense_peak, machine_info
 
 #: Instance ids at or below this value are not instances (official: ``instanceNp > 1000``).
 INSTANCE_OFFSET = 1000
@@ -900,6 +900,9 @@ def benchmark_evaluation(
             f"{str(root)!r} has {len(gts)} ground-truth files in split {split!r}, "
             f"fewer than the {num_files} asked for"
         )
+    # How fast the (shared) machine is at the time: speed-ups between a compute-bound and a
+    # decode-bound program move with it.
+    machine_speed = dense_peak(seconds=1.0, backends=("numpy",))["numpy"]["best_gflops"]
     with tempfile.TemporaryDirectory(prefix="eval-bench-", dir=work_dir) as tmp:
         folder = Path(tmp)
         if predictions is None:
@@ -967,7 +970,9 @@ def benchmark_evaluation(
             result["speedup_bound"] = result["official_cpu_s"] / (result["ceiling_cpu_s"] / workers)
             result["max_abs_difference"] = _max_abs_difference(ours, theirs)
             result["averageScoreClasses"] = theirs["averageScoreClasses"]
-    result.update(machine_info())
+    info = machine_info()
+    result.update(cpu=info["cpu"], cores=info["cores"], versions=info["versions"])
+    result["numpy_matmul_gflops"] = machine_speed
     return result
 
 
@@ -1006,37 +1011,6 @@ def _match_subset(predictions: str | os.PathLike, gts: Sequence[str]) -> list[tu
     return [(by_key[frame_key(g)], g) for g in gts]
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, usable cores and library versions, for results files."""
-    import platform
-
-    import cv2
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        from importlib.metadata import version
-
-        cityscapes_version = version("cityscapesscripts")
-    except Exception:  # noqa: BLE001 - metadata missing is not an error here
-        cityscapes_version = "unknown"
-    return {
-        "cpu": cpu,
-        "cores": available_cores(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "cityscapesscripts": cityscapes_version,
-    }
-
-
 def _runs(values: Sequence[float] | None) -> str:
     """'1.23 / 1.30' for a list of run times ('-' when absent)."""
     return " / ".join(f"{v:.2f}" for v in values) if values else "-"
@@ -1059,7 +1033,8 @@ def speed_markdown(result: dict[str, Any], command: str = "") -> str:
     if "official_s" in result:
         rows.append(
             (
-                f"cityscapesscripts {result['cityscapesscripts']} evaluateImgLists "
+                f"cityscapesscripts {result['versions'].get('cityscapesscripts', '')} "
+                "evaluateImgLists "
                 "(in-process, np.in1d given back; 1 process)",
                 "official",
             )
@@ -1087,9 +1062,10 @@ def speed_markdown(result: dict[str, Any], command: str = "") -> str:
             f"{result['speedup_bound']:.2f}x (official CPU time / ceiling CPU time "
             f"spread over {result['workers']} cores)"
         )
+        same = " (confusion matrices identical)" if result["max_abs_difference"] == 0 else ""
         lines.append(
             f"- largest difference between the two results' scores: "
-            f"{result['max_abs_difference']:.3g} (confusion matrices identical)"
+            f"{result['max_abs_difference']:.3g}{same}"
         )
     lines.append(
         f"- share of the decode ceiling reached (wall): "
@@ -1103,12 +1079,13 @@ def speed_markdown(result: dict[str, Any], command: str = "") -> str:
             f"{_runs(result.get('ceiling_runs_s'))}, official "
             f"{_runs(result.get('official_runs_s'))}"
         )
+    versions = ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items())
     lines += [
         "",
-        f"Machine: {result['cpu']}, {result['cores']} cores, no GPU; Python {result['python']}, "
-        f"NumPy {result['numpy']}, OpenCV {result['opencv']}, cityscapesscripts "
-        f"{result['cityscapesscripts']} (its Cython extension is not built, so it takes its "
-        "NumPy path, as a pip install does).",
+        f"Machine: {result['cpu']}, {result['cores']} cores, no GPU; NumPy matmul "
+        f"{result.get('numpy_matmul_gflops', math.nan):.0f} GFLOP/s just before the runs. "
+        f"{versions}. cityscapesscripts' Cython extension is not built, so it takes its NumPy "
+        "path, as a pip install does.",
         "",
         f"evaluate.py command timed: `python {result['command']}`",
     ]

@@ -40,6 +40,10 @@ LIBRARIES = (
     "onnxruntime-gpu",
     "tf2onnx",
     "tensorrt",
+    "opencv-python-headless",
+    "imagecodecs",
+    "pillow",
+    "cityscapesscripts",
 )
 
 
