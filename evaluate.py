@@ -16,9 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,16 +136,6 @@ class _NoBar:
         """Nothing to close."""
 
 
-def _start_plotting_import() -> None:
-    """Import matplotlib in a thread while the worker processes decode (the main one waits)."""
-
-    def work() -> None:
-        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
-            importlib.import_module(module)
-
-    threading.Thread(target=work, daemon=True).start()
-
-
 def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[str, Any]:
     """Run the model over the split, resize its scores to each ground truth, score them."""
     from utils.cityscapes_eval import (
@@ -253,7 +241,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 train_ids=args.train_ids,
                 workers=args.workers,
                 progress=lambda done: bar.update(1),
-                on_started=_start_plotting_import,
             )
         finally:
             bar.close()

@@ -394,3 +394,23 @@ def test_benchmark_evaluation(eval_tree, tmp_path):
     assert "speed-up over the official script" in page and "decode ceiling" in page
     with pytest.raises(ValueError, match="fewer than"):
         ce.benchmark_evaluation(eval_tree, num_files=50, work_dir=tmp_path)
+
+
+def test_confusion_plot_colours_cells_by_row_share(tmp_path):
+    tables = ce.label_tables()
+    cm = np.zeros((tables.num_ids, tables.num_ids), np.int64)
+    evaluated = [i for i in tables.eval_ids if not tables.ignored[i]]
+    terrain = tables.names.index("terrain")
+    for i in evaluated:
+        if i != terrain:  # terrain is absent from the ground truth: a grey row
+            cm[i, i] = 1000
+    path = tmp_path / "cm.png"
+    ce.plot_confusion({"confMatrix": cm.tolist()}, path, title="x" * 500)  # long title: cut
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    dark = np.all(rgb == (8, 48, 107), axis=2).sum()  # 100% cells: the end of the ramp
+    grey = np.all(rgb == (200, 200, 200), axis=2).sum()
+    cell = dark / (len(evaluated) - 1)
+    assert 600 < cell <= 34 * 34  # one 34x34 cell per class, less its white "100"
+    # The whole terrain row (19 classes + void column), give or take anti-aliased text pixels.
+    assert abs(grey - 20 * 34 * 34) < 400
+    assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
