@@ -1457,8 +1457,8 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]
     _summary_files(
         out_dir, "benchmark_eval", "Evaluation: ours against cityscapesscripts", meta, [row]
     )
-    # The page people read: the figures in words, then the machine and load of this run.
-    page = speed_markdown(result, command=meta["command"])
+    # The page people read: the figures in words, then the machine, versions, command and load.
+    page = speed_markdown(result)
     write_text(out_dir / "benchmark_eval.md", page + "\n" + "\n".join(machine_lines(meta)) + "\n")
     return row
 

@@ -531,7 +531,7 @@ def build_dataset(
         # Training maps label ids to train ids after cropping, on fewer pixels.
         raw_ids = training and not by_index[int(index)].train_ids
         image, label, ok = load(index, map_ids=not raw_ids)
-        if not ok:  # a skipped file: placeholders of the output shape, filtered out below
+        if not ok:  # skipped with skip_bad: zero arrays of the output shape; the filter drops them
             size = crop or (1, 1)
             return np.zeros((*size, 3), np.uint8), np.zeros(size, np.uint8), ok
         return (*transform(image, label, item_seed, _ID_TO_TRAIN if raw_ids else None), ok)
@@ -621,12 +621,6 @@ def _mix(seed: int, epoch: int, stream: int) -> int:
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _imagecodecs_version() -> str:
-    import imagecodecs
-
-    return imagecodecs.__version__
 
 
 def benchmark_pipeline(
@@ -726,9 +720,6 @@ def benchmark_pipeline(
             f"{name} " + " / ".join(f"{v:.1f}" for v in values) for name, values in runs.items()
         ),
         "peak_rss_mb": _peak_rss_mb(),
-        "tensorflow": tf.__version__,
-        "opencv": cv2.__version__,
-        "imagecodecs": _imagecodecs_version(),
     }
 
 

@@ -1112,13 +1112,12 @@ def speed_markdown(result: dict[str, Any], command: str = "") -> str:
             f"{_runs(result.get('ceiling_runs_s'))}, official "
             f"{_runs(result.get('official_runs_s'))}"
         )
-    versions = ", ".join(f"{k} {v}" for k, v in result.get("versions", {}).items())
     lines += [
         "",
         f"Machine: {result['cpu']}, {result['cores']} cores, no GPU; NumPy matmul "
         f"{result.get('numpy_matmul_gflops', math.nan):.0f} GFLOP/s just before the runs. "
-        f"{versions}. cityscapesscripts' Cython extension is not built, so it takes its NumPy "
-        "path, as a pip install does.",
+        "cityscapesscripts' Cython extension is not built, so it takes its NumPy path, as a pip "
+        "install does.",
         "",
         f"evaluate.py command timed: `python {result['command']}`",
     ]
