@@ -357,15 +357,28 @@ def test_corrupt_png_is_named_at_first_read(tmp_path: Path, synthetic_root: Path
         list(ds)
 
 
+@pytest.mark.parametrize(
+    "training, crop, cache", [(False, None, False), (True, (64, 96), False), (True, (64, 96), True)]
+)
 def test_skip_bad_leaves_the_file_out(
-    tmp_path: Path, synthetic_root: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    synthetic_root: Path,
+    caplog: pytest.LogCaptureFixture,
+    training: bool,
+    crop: tuple[int, int] | None,
+    cache: bool,
 ) -> None:
     root = _copy_tree(synthetic_root, tmp_path / "cs")
     samples = cs.find_samples(root, "val")
     samples[1].label.write_bytes(b"not a png")
-    ds = cs.build_dataset(samples, 1, None, training=False, skip_bad=True)
+    ds = cs.build_dataset(
+        samples, 1, crop, training=training, seed=0, cache=cache, skip_bad=True
+    )
     with caplog.at_level("WARNING"):
-        assert sum(1 for _ in ds) == 2
+        batches = list(ds)
+    assert len(batches) == 2
+    if crop is not None:
+        assert all(images.shape == (1, *crop, 3) for images, _ in batches)
     assert samples[1].name in caplog.text
 
 
