@@ -33,6 +33,7 @@ from utils.timing import available_cores
 NUM_CLASSES = 19
 IGNORE = 255
 PREFETCH_BATCHES = 2  #: batches the pipeline prepares ahead of the model
+_TENSOR_ALIGN = 64  #: bytes; TensorFlow's tensor alignment (EIGEN_MAX_ALIGN_BYTES)
 SPLITS = ("train", "val", "test", "train_extra")
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,27 @@ class Augment:
     saturation: float = 0.2  #: +- fraction of the saturation (mixing towards grey)
 
 
+def _empty_aligned(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised C-contiguous uint8 array whose data starts on a 64-byte boundary.
+
+    TensorFlow wraps a numpy_function's result without copying it only when the data is
+    aligned to its 64-byte tensor alignment; numpy's buffers are 16-byte aligned, so an
+    ordinary array of a full frame is copied once more under the GIL.
+    """
+    size = int(np.prod(shape))
+    buf = np.empty(size + _TENSOR_ALIGN, np.uint8)
+    start = -buf.ctypes.data % _TENSOR_ALIGN
+    return buf[start:start + size].reshape(shape)
+
+
+def _fill_border(array: np.ndarray, y: int, x: int, h: int, w: int, value: int) -> None:
+    """Set everything of `array` outside the window (y, x, h, w) to `value`."""
+    array[:y] = value
+    array[y + h:] = value
+    array[y:y + h, :x] = value
+    array[y:y + h, x + w:] = value
+
+
 def scale_crop(
     image: np.ndarray,
     label: np.ndarray,
@@ -334,6 +356,7 @@ def scale_crop(
     flip: bool = False,
     colour: np.ndarray | None = None,
     label_lut: np.ndarray | None = None,
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale by `scale` and take a random `crop`, cropping BEFORE resizing: only the source
     window that lands in the crop is resized (bilinear for the image, nearest for the label).
@@ -343,8 +366,12 @@ def scale_crop(
     `flip` mirrors the content horizontally, `colour` (a (3, 4) matrix, see `jitter_matrix`)
     maps the image's colours and `label_lut` (uint8[256]) maps label ids to train ids; each is
     applied to whichever of the source window and the resized crop has fewer pixels (they
-    commute with cropping and resizing, up to rounding and clipping for the colours), before
-    the padding is added.
+    commute with cropping and resizing, up to rounding and clipping for the colours).
+
+    The result is resized straight into its final (64-byte aligned) arrays and the per-pixel
+    steps then work in place, so a full frame is written once. With `overwrite` the caller
+    gives up `image` and `label`: the per-pixel steps may also work in place on their source
+    window (never pass arrays that something else still reads, such as cached tensors).
     """
     h, w = label.shape
     ch, cw = crop
@@ -356,35 +383,43 @@ def scale_crop(
             return int(rng.integers(0, size - length + 1)), max(1, length), out
         return 0, size, max(1, min(out, round(size * scale)))
 
-    def pixelwise(img: np.ndarray, lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def pixelwise(img: np.ndarray, lab: np.ndarray, in_place: bool) -> tuple[np.ndarray, ...]:
         if flip:
-            img, lab = cv2.flip(img, 1), cv2.flip(lab, 1)
+            img = cv2.flip(img, 1, dst=img if in_place else None)
+            lab = cv2.flip(lab, 1, dst=lab if in_place else None)
+            in_place = True  # the flipped copies are ours
         if colour is not None:
-            img = cv2.transform(img, colour)
+            img = cv2.transform(img, colour, dst=img if in_place else None)
         if label_lut is not None:
-            lab = cv2.LUT(lab, label_lut)
+            lab = cv2.LUT(lab, label_lut, dst=lab if in_place else None)
         return img, lab
 
     y0, src_h, out_h = window(h, ch)
     x0, src_w, out_w = window(w, cw)
     img_win = image[y0:y0 + src_h, x0:x0 + src_w]
     lab_win = label[y0:y0 + src_h, x0:x0 + src_w]
-    before = src_h * src_w <= out_h * out_w
-    if before:
-        img_win, lab_win = pixelwise(img_win, lab_win)
-    if (src_h, src_w) != (out_h, out_w):
-        img_win = cv2.resize(img_win, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-        lab_win = cv2.resize(lab_win, (out_w, out_h), interpolation=cv2.INTER_NEAREST_EXACT)
-    if not before:
-        img_win, lab_win = pixelwise(img_win, lab_win)
-    if (out_h, out_w) == (ch, cw):
-        return np.ascontiguousarray(img_win), np.ascontiguousarray(lab_win)
-    py = int(rng.integers(0, ch - out_h + 1))
-    px = int(rng.integers(0, cw - out_w + 1))
-    img_out = np.zeros((ch, cw, 3), dtype=np.uint8)
-    lab_out = np.full((ch, cw), IGNORE, dtype=np.uint8)
-    img_out[py:py + out_h, px:px + out_w] = img_win
-    lab_out[py:py + out_h, px:px + out_w] = lab_win
+    img_out, lab_out = _empty_aligned((ch, cw, 3)), _empty_aligned((ch, cw))
+    py = px = 0
+    if (out_h, out_w) != (ch, cw):
+        py = int(rng.integers(0, ch - out_h + 1))
+        px = int(rng.integers(0, cw - out_w + 1))
+        _fill_border(img_out, py, px, out_h, out_w, 0)
+        _fill_border(lab_out, py, px, out_h, out_w, IGNORE)
+    img_dst = img_out[py:py + out_h, px:px + out_w]
+    lab_dst = lab_out[py:py + out_h, px:px + out_w]
+    resize = (src_h, src_w) != (out_h, out_w)
+    if resize and src_h * src_w <= out_h * out_w:  # zooming in: per-pixel work before resizing
+        img_win, lab_win = pixelwise(img_win, lab_win, overwrite)
+        cv2.resize(img_win, (out_w, out_h), dst=img_dst, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(lab_win, (out_w, out_h), dst=lab_dst, interpolation=cv2.INTER_NEAREST_EXACT)
+        return img_out, lab_out
+    if resize:
+        cv2.resize(img_win, (out_w, out_h), dst=img_dst, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(lab_win, (out_w, out_h), dst=lab_dst, interpolation=cv2.INTER_NEAREST_EXACT)
+    else:
+        img_dst[...] = img_win
+        lab_dst[...] = lab_win
+    pixelwise(img_dst, lab_dst, True)
     return img_out, lab_out
 
 
@@ -411,18 +446,20 @@ def augment_pair(
     seed: int,
     aug: Augment = Augment(),
     label_lut: np.ndarray | None = None,
+    overwrite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random scale + crop, horizontal flip and colour jitter, repeatable for a given seed.
 
     `label_lut`: map the label through this table too (label ids -> train ids), on whichever
-    of the source window and the crop is smaller.
+    of the source window and the crop is smaller. `overwrite`: see `scale_crop`.
     """
     rng = np.random.default_rng(seed)
     scale = float(np.exp(rng.uniform(np.log(aug.min_scale), np.log(aug.max_scale))))
     flip = aug.flip and rng.random() < 0.5
     colour = jitter_matrix(rng, aug) if aug.photometric else None
     return scale_crop(
-        image, label, crop, scale, rng, flip=flip, colour=colour, label_lut=label_lut
+        image, label, crop, scale, rng, flip=flip, colour=colour, label_lut=label_lut,
+        overwrite=overwrite,
     )
 
 
@@ -519,10 +556,16 @@ def build_dataset(
         return image, label, np.bool_(True)
 
     def transform(
-        image: np.ndarray, label: np.ndarray, item_seed: np.ndarray, label_lut: Any = None
+        image: np.ndarray,
+        label: np.ndarray,
+        item_seed: np.ndarray,
+        label_lut: Any = None,
+        overwrite: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         if training:
-            return augment_pair(image, label, crop, int(item_seed), augment, label_lut)
+            return augment_pair(
+                image, label, crop, int(item_seed), augment, label_lut, overwrite=overwrite
+            )
         return resize_pair(image, label, crop)
 
     def load_transform(
@@ -534,7 +577,9 @@ def build_dataset(
         if not ok:  # skipped with skip_bad: zero arrays of the output shape; the filter drops them
             size = crop or (1, 1)
             return np.zeros((*size, 3), np.uint8), np.zeros(size, np.uint8), ok
-        return (*transform(image, label, item_seed, _ID_TO_TRAIN if raw_ids else None), ok)
+        # The freshly decoded arrays are this call's own: augmentation may work in place on them.
+        lut = _ID_TO_TRAIN if raw_ids else None
+        return (*transform(image, label, item_seed, lut, overwrite=True), ok)
 
     shape = list(crop) if crop is not None else [None, None]
 
@@ -550,11 +595,13 @@ def build_dataset(
         )
         return tf.ensure_shape(image, shape + [3]), tf.ensure_shape(label, shape)
 
-    def tf_load_transform(index: Any, item_seed: Any) -> tuple[Any, Any, Any]:
+    def tf_load_transform(index: Any, item_seed: Any) -> tuple[Any, ...]:
         image, label, ok = tf.numpy_function(
             load_transform, [index, item_seed], [tf.uint8, tf.uint8, tf.bool], stateful=False
         )
-        return tf.ensure_shape(image, shape + [3]), tf.ensure_shape(label, shape), ok
+        pair = tf.ensure_shape(image, shape + [3]), tf.ensure_shape(label, shape)
+        # Without skip_bad every file gives its pair or an error: no filter stage to pass.
+        return (*pair, ok) if skip_bad else pair
 
     indices = tf.data.Dataset.range(len(samples))
     if training:
@@ -577,7 +624,8 @@ def build_dataset(
         if repeat:
             ds = ds.repeat()
         ds = ds.map(tf_load_transform, num_parallel_calls=parallel, deterministic=True)
-        ds = ds.filter(_is_ok).map(_drop_flag)
+        if skip_bad:
+            ds = ds.filter(_is_ok).map(_drop_flag)
     if drop_remainder is None:
         drop_remainder = training
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -630,7 +678,7 @@ def benchmark_pipeline(
     num_images: int = 40,
     split: str = "train",
     workers: int | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> dict[str, Any]:
     """Training-pipeline images/s against the decode-only ceiling on the same files and cores.
 
@@ -638,15 +686,19 @@ def benchmark_pipeline(
     threads and the pipeline's decoder (`utils.io.read_png`; it releases the GIL). Two more
     ceilings decode the same files with OpenCV and with TensorFlow's decoder in tf.data, for
     comparison. The pipeline is build_dataset(training=True) at `size` with `workers` parallel
-    calls, timed in steady state. Each times `num_images` images (files are cycled if the
-    split has fewer) after a warm-up; the four are measured in turn `repeats` times and the
-    fastest of each is reported (the machine may be shared), with every run listed.
+    calls: two warm-up batches, then `num_images` timed images, read to the end (an iterator
+    dropped while its Python calls are in flight can deadlock on the GIL). Files are cycled if
+    the split has fewer. The four are measured in turn `repeats` times and the fastest of each
+    is reported (the machine may be shared), with every run listed, and the process CPU time
+    per image of the fastest run. A one-thread breakdown (decode, label check, augmentation)
+    shows where the pipeline's time beyond decoding goes.
     """
     import tensorflow as tf
 
     workers = workers or available_cores()
     samples = find_samples(root, split)
     files = [samples[i % len(samples)] for i in range(num_images)]
+    warm = 2 * batch_size
 
     def decode(sample: Sample) -> None:
         read_png(sample.image)
@@ -656,12 +708,17 @@ def benchmark_pipeline(
         cv2.imread(str(sample.image), cv2.IMREAD_COLOR_RGB)
         cv2.imread(str(sample.label), cv2.IMREAD_UNCHANGED)
 
-    def threaded(function: Any) -> float:
+    def timed(run: Any) -> tuple[float, float]:
+        """(images/s, CPU ms per image) of `run`, which processes `num_images` images."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return num_images / wall, 1000 * cpu / num_images
+
+    def threaded(function: Any) -> tuple[float, float]:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(function, files[: min(len(files), workers * 2)]))  # warm the cache
-            start = time.perf_counter()
-            list(pool.map(function, files))
-            return num_images / (time.perf_counter() - start)
+            return timed(lambda: list(pool.map(function, files)))
 
     # TensorFlow's own PNG decoder, for comparison (in tf.data a corrupt file then fails
     # without its name, so the pipeline does not use it).
@@ -673,30 +730,25 @@ def benchmark_pipeline(
         ([str(f.image) for f in files], [str(f.label) for f in files]))
     tf_decoded = paths.map(tf_decode, num_parallel_calls=workers).prefetch(workers)
 
-    def tf_ceiling() -> float:
+    def tf_ceiling() -> tuple[float, float]:
         for _ in tf_decoded.take(workers):
             pass
-        start = time.perf_counter()
-        for _ in tf_decoded:
-            pass
-        return num_images / (time.perf_counter() - start)
+        return timed(lambda: [None for _ in tf_decoded])
 
-    def pipeline() -> float:
-        # Steady state, as in training: a fresh repeating pipeline, two batches to warm it up
-        # (threads, buffers), then `num_images` images timed. The consumer only counts, so no
-        # prepared batches pile up ahead of the timed window.
-        ds = build_dataset(files, batch_size, size, training=True, seed=0, repeat=True,
-                           num_parallel_calls=workers)
+    def pipeline() -> tuple[float, float]:
+        # Steady state, as in training: `warm` images warm the threads and buffers, then the
+        # clock runs over the remaining `num_images`. The consumer only counts.
+        cycled = [files[i % len(files)] for i in range(warm + num_images)]
+        ds = build_dataset(cycled, batch_size, size, training=True, seed=0,
+                           drop_remainder=False, num_parallel_calls=workers)
         batches = iter(ds)
-        for _ in range(2):
-            next(batches)
-        start = time.perf_counter()
-        count = 0
-        while count < num_images:
-            count += int(next(batches)[0].shape[0])
-        return count / (time.perf_counter() - start)
+        seen = 0
+        while seen < warm:
+            seen += int(next(batches)[0].shape[0])
+        return timed(lambda: [None for _ in batches])
 
-    runs: dict[str, list[float]] = {"ceiling": [], "opencv": [], "tf": [], "pipeline": []}
+    runs: dict[str, list[tuple[float, float]]] = {
+        "ceiling": [], "opencv": [], "tf": [], "pipeline": []}
     for _ in range(max(1, repeats)):
         runs["ceiling"].append(threaded(decode))
         runs["opencv"].append(threaded(cv2_decode))
@@ -709,18 +761,42 @@ def benchmark_pipeline(
         "images": num_images,
         "workers": workers,
         "repeats": max(1, repeats),
-        "decode_ceiling_images_per_s": best["ceiling"],
-        "pipeline_images_per_s": best["pipeline"],
-        "share_of_ceiling": best["pipeline"] / best["ceiling"],
-        "opencv_decode_ceiling_images_per_s": best["opencv"],
-        "share_of_opencv_decode_ceiling": best["pipeline"] / best["opencv"],
-        "tf_decode_ceiling_images_per_s": best["tf"],
-        "share_of_tf_decode_ceiling": best["pipeline"] / best["tf"],
+        "decode_ceiling_images_per_s": best["ceiling"][0],
+        "pipeline_images_per_s": best["pipeline"][0],
+        "share_of_ceiling": best["pipeline"][0] / best["ceiling"][0],
+        "opencv_decode_ceiling_images_per_s": best["opencv"][0],
+        "share_of_opencv_decode_ceiling": best["pipeline"][0] / best["opencv"][0],
+        "tf_decode_ceiling_images_per_s": best["tf"][0],
+        "share_of_tf_decode_ceiling": best["pipeline"][0] / best["tf"][0],
         "all_runs_images_per_s": "; ".join(
-            f"{name} " + " / ".join(f"{v:.1f}" for v in values) for name, values in runs.items()
+            f"{name} " + " / ".join(f"{v[0]:.1f}" for v in values)
+            for name, values in runs.items()
         ),
+        "decode_ceiling_cpu_ms_per_image": best["ceiling"][1],
+        "pipeline_cpu_ms_per_image": best["pipeline"][1],
+        **stage_times(files, size),
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def stage_times(files: Sequence[Sample], size: Sequence[int]) -> dict[str, float]:
+    """Mean ms per image of the pipeline's steps on one thread: image decode, label decode and
+    check, augmentation (`augment_pair` with the pipeline's settings)."""
+    crop = (int(size[0]), int(size[1]))
+    totals = {"image": 0.0, "label": 0.0, "augment": 0.0}
+    for seed, sample in enumerate(files):
+        t0 = time.perf_counter()
+        image = read_image(sample.image)
+        t1 = time.perf_counter()
+        label = read_label(sample, map_ids=False)  # as the pipeline: ids mapped after cropping
+        t2 = time.perf_counter()
+        augment_pair(image, label, crop, seed, label_lut=None if sample.train_ids else _ID_TO_TRAIN,
+                     overwrite=True)
+        t3 = time.perf_counter()
+        totals["image"] += t1 - t0
+        totals["label"] += t2 - t1
+        totals["augment"] += t3 - t2
+    return {f"{name}_ms_one_thread": 1000 * value / len(files) for name, value in totals.items()}
 
 
 # ----------------------------------------------------------------------------------------------

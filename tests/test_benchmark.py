@@ -227,6 +227,8 @@ def test_data_subcommand(synthetic_root, tmp_path):
     row = json.loads((tmp_path / "benchmark_data.json").read_text())["rows"][0]
     assert row["pipeline_images_per_s"] > 0 and row["decode_ceiling_images_per_s"] > 0
     assert row["repeats"] == 2 and row["all_runs_images_per_s"].count("/") == 4
+    assert row["pipeline_cpu_ms_per_image"] > 0 and row["decode_ceiling_cpu_ms_per_image"] > 0
+    assert all(row[f"{step}_ms_one_thread"] > 0 for step in ("image", "label", "augment"))
     assert "Machine:" in (tmp_path / "benchmark_data.md").read_text()
 
 

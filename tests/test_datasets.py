@@ -227,6 +227,29 @@ def test_flip_colour_and_label_mapping_commute_with_scale_crop(scale: float) -> 
     assert (img[~content] == 0).all()  # padding stays black, unjittered
 
 
+@pytest.mark.parametrize("scale", [0.6, 1.0, 1.5])  # zoom out, no resize, zoom in
+def test_overwrite_gives_the_same_crop_and_plain_calls_leave_inputs_alone(scale: float) -> None:
+    rng = np.random.default_rng(1)
+    label = np.kron(rng.integers(0, 34, size=(8, 16)), np.ones((16, 16))).astype(np.uint8)
+    image = rng.integers(0, 256, (128, 256, 3)).astype(np.uint8)
+    options = {
+        "flip": True,
+        "colour": np.array([[1.1, 0, 0, -5], [0, 0.9, 0, 8], [0, 0, 1.0, 3]], np.float32),
+        "label_lut": cs.id_to_train_id_lut(),
+    }
+    kept_image, kept_label = image.copy(), label.copy()
+    plain = cs.scale_crop(image, label, (96, 160), scale, np.random.default_rng(5), **options)
+    np.testing.assert_array_equal(image, kept_image)
+    np.testing.assert_array_equal(label, kept_label)
+    in_place = cs.scale_crop(
+        image, label, (96, 160), scale, np.random.default_rng(5), overwrite=True, **options
+    )
+    for a, b in zip(plain, in_place, strict=True):
+        np.testing.assert_array_equal(a, b)
+        # 64-byte aligned and contiguous: TensorFlow takes the arrays without copying them.
+        assert b.flags.c_contiguous and b.ctypes.data % 64 == 0
+
+
 def test_label_ids_mapped_after_cropping_equal_mapped_first(synthetic_root: Path) -> None:
     sample = cs.find_samples(synthetic_root, "train")[0]
     image, ids = cs.load_pair(sample, map_ids=False)

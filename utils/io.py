@@ -70,8 +70,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def read_png(path: str | os.PathLike, what: str = "file") -> Any:
     """Decode a PNG as stored: (H, W) or (H, W, C), uint8 or uint16 (palette PNGs come back RGB).
 
-    Decodes with imagecodecs (libpng with zlib-ng), about 1.5x faster here than OpenCV 5's
-    bundled libpng on Cityscapes-size files (`results/benchmark_data.md`). A missing, truncated
+    Decodes with imagecodecs (libpng; it inflates with the system's zlib, or TensorFlow's bundled
+    zlib once TensorFlow is imported), about 1.25x faster here than OpenCV 5's bundled libpng
+    on Cityscapes-size files (`results/benchmark_data.md`). A missing, truncated
     or corrupt file raises ValueError naming it as `what`.
     """
     import imagecodecs
