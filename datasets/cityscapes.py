@@ -408,18 +408,17 @@ def scale_crop(
     img_dst = img_out[py:py + out_h, px:px + out_w]
     lab_dst = lab_out[py:py + out_h, px:px + out_w]
     resize = (src_h, src_w) != (out_h, out_w)
-    if resize and src_h * src_w <= out_h * out_w:  # zooming in: per-pixel work before resizing
+    before = resize and src_h * src_w <= out_h * out_w  # zooming in: per-pixel work first
+    if before:
         img_win, lab_win = pixelwise(img_win, lab_win, overwrite)
-        cv2.resize(img_win, (out_w, out_h), dst=img_dst, interpolation=cv2.INTER_LINEAR)
-        cv2.resize(lab_win, (out_w, out_h), dst=lab_dst, interpolation=cv2.INTER_NEAREST_EXACT)
-        return img_out, lab_out
     if resize:
         cv2.resize(img_win, (out_w, out_h), dst=img_dst, interpolation=cv2.INTER_LINEAR)
         cv2.resize(lab_win, (out_w, out_h), dst=lab_dst, interpolation=cv2.INTER_NEAREST_EXACT)
     else:
         img_dst[...] = img_win
         lab_dst[...] = lab_win
-    pixelwise(img_dst, lab_dst, True)
+    if not before:
+        pixelwise(img_dst, lab_dst, True)
     return img_out, lab_out
 
 
@@ -790,8 +789,8 @@ def stage_times(files: Sequence[Sample], size: Sequence[int]) -> dict[str, float
         t1 = time.perf_counter()
         label = read_label(sample, map_ids=False)  # as the pipeline: ids mapped after cropping
         t2 = time.perf_counter()
-        augment_pair(image, label, crop, seed, label_lut=None if sample.train_ids else _ID_TO_TRAIN,
-                     overwrite=True)
+        lut = None if sample.train_ids else _ID_TO_TRAIN
+        augment_pair(image, label, crop, seed, label_lut=lut, overwrite=True)
         t3 = time.perf_counter()
         totals["image"] += t1 - t0
         totals["label"] += t2 - t1
