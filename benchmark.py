@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datasets.options import add_dataset_args
 from utils.cli import (
-    add_dataset_args,
     guard,
     make_parser,
     non_negative_float,
@@ -655,7 +655,8 @@ def run_inference(
     from tqdm import tqdm
 
     from models import MODELS
-    from utils.timing import dense_peak, machine_info, run_job_subprocess, tensorrt_available
+    from utils.machine import machine_info
+    from utils.timing import dense_peak, run_job_subprocess, tensorrt_available
 
     tf_logger_quiet()
     t_start = time.monotonic()
@@ -971,7 +972,7 @@ def write_reports(report: dict[str, Any], out_dir: Path, stem: str) -> dict[str,
 
 def machine_lines(meta: dict[str, Any]) -> list[str]:
     """Markdown lines naming the machine, versions, command and load."""
-    from utils.timing import describe_machine
+    from utils.machine import describe_machine
 
     m = meta["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
@@ -1073,7 +1074,7 @@ def plot_latency(rows: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -
         ax.set_title(f"{h}x{w}, batch {b}, {meta['settings']['precision']}")
         if backends:
             ax.legend()
-    from utils.timing import describe_machine
+    from utils.machine import describe_machine
 
     fig.suptitle(f"Inference latency: {describe_machine(meta['machine'])}", fontsize=9)
     fig.tight_layout()
@@ -1194,7 +1195,7 @@ def run_models(args: argparse.Namespace, argv: list[str] | None) -> list[dict[st
 
     from models import build_model, count_params
     from utils.flops import model_macs
-    from utils.timing import describe_machine, machine_info
+    from utils.machine import describe_machine, machine_info
 
     out_dir = check_writable_dir(args.output_dir)
     height, width = args.size
@@ -1335,7 +1336,7 @@ def _summary_files(
 
 def _base_meta(argv: list[str] | None, t_start: float, load: LoadMeter) -> dict[str, Any]:
     """Machine, command, date and load for a subcommand's result."""
-    from utils.timing import machine_info
+    from utils.machine import machine_info
 
     return {
         "command": command_line(argv),
@@ -1398,7 +1399,7 @@ def run_data(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]
     """`data`: tf.data pipeline images/s against the decode ceiling, peak memory."""
     quiet_tensorflow()
     from datasets import cityscapes
-    from utils.cli import dataset_root
+    from datasets.options import dataset_root
 
     out_dir = check_writable_dir(args.output_dir)
     t_start, load = time.monotonic(), LoadMeter()
@@ -1445,8 +1446,8 @@ DATA_NOTES = """
 def run_eval(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     """`eval`: our evaluator against the official one (benchmark_evaluation)."""
     quiet_tensorflow()
+    from datasets.options import dataset_root
     from utils.cityscapes_eval import benchmark_evaluation, speed_markdown
-    from utils.cli import dataset_root
 
     out_dir = check_writable_dir(args.output_dir)
     t_start, load = time.monotonic(), LoadMeter()

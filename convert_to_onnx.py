@@ -23,14 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from utils.cli import (
-    add_model_args,
-    guard,
-    make_parser,
-    model_options,
-    positive_int,
-    quiet_tensorflow,
-)
+from utils.cli import guard, make_parser, positive_int, quiet_tensorflow
 
 DEFAULT_SIZE = (1024, 2048)
 
@@ -40,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     from utils.export import DEFAULT_OPSET
 
     parser = make_parser(__doc__)
+    from models.options import add_model_args  # after quiet_tensorflow: models imports Keras
+
     add_model_args(parser)
     parser.add_argument(
         "-w",
@@ -130,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_tensorflow()
+    from models.options import model_options  # after quiet_tensorflow: models imports Keras
     from utils import export
 
     size = args.target_size or DEFAULT_SIZE

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from utils.cli import dataset_root, fail, guard, make_parser, parse_target_size, positive_int
+from datasets.options import dataset_root
+from utils.cli import fail, guard, make_parser, parse_target_size, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +139,7 @@ class _NoBar:
 
 def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[str, Any]:
     """Run the model over the split, resize its scores to each ground truth, score them."""
+    from models.options import model_options
     from utils.cityscapes_eval import (
         PixelLevelAccumulator,
         frame_key,
@@ -146,7 +148,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
         pair_stats,
         read_png,
     )
-    from utils.cli import model_options, quiet_tensorflow
+    from utils.cli import quiet_tensorflow
     from utils.inference import Segmenter, resize_map, train_to_label_ids
 
     quiet_tensorflow()

@@ -30,16 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import (
-    add_dataset_args,
-    add_model_args,
-    fail,
-    guard,
-    make_parser,
-    non_negative_float,
-    positive_int,
-    quiet_tensorflow,
-)
+from datasets.options import add_dataset_args
+from utils.cli import fail, guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
 
 OUTPUT_KINDS = ("labelIds", "color", "overlay", "panel", "uncertainty")
 CITYSCAPES_SUFFIX = "_leftImg8bit"
@@ -58,6 +50,8 @@ class Item:
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = make_parser(__doc__)
+    from models.options import add_model_args  # after quiet_tensorflow: models imports Keras
+
     add_model_args(parser)
     for action in parser._actions:  # this script's own default for -t
         if action.dest == "target_size":
@@ -192,7 +186,7 @@ def input_items(spec: str, skip_bad: bool) -> list[Item]:
 def dataset_items(args: argparse.Namespace) -> list[Item]:
     """The photos of a Cityscapes split (with their ground truth, except for the test split)."""
     from datasets.cityscapes import find_samples
-    from utils.cli import dataset_root
+    from datasets.options import dataset_root
 
     root = dataset_root(args)
     samples = find_samples(root, args.split, coarse=args.coarse, skip_bad=args.skip_bad)
@@ -274,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tqdm import tqdm
 
     from datasets.cityscapes import read_image
-    from utils.cli import model_options
+    from models.options import model_options
     from utils.inference import Segmenter
 
     segmenter = Segmenter(

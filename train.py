@@ -23,18 +23,8 @@ import math
 import sys
 from pathlib import Path
 
-from utils.cli import (
-    add_dataset_args,
-    add_model_args,
-    dataset_root,
-    fail,
-    guard,
-    make_parser,
-    model_options,
-    non_negative_float,
-    positive_int,
-    quiet_tensorflow,
-)
+from datasets.options import add_dataset_args, dataset_root
+from utils.cli import guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
 
 
 def _float(text: str) -> float:
@@ -54,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     from utils.training import OPTIMIZERS
 
     parser = make_parser(__doc__)
-    parser.error = fail  # one line `error: ...` and status 2, also for argparse's own checks
+    from models.options import add_model_args  # after quiet_tensorflow: models imports Keras
+
     add_model_args(parser)
     add_dataset_args(parser)
     parser.add_argument(
@@ -252,10 +243,10 @@ def _check_rates(args: argparse.Namespace) -> None:
 
 def _print_scores(scores: dict) -> None:
     """The per-class IoU table of the last validation."""
-    from utils.visualize import train_id_names
+    from utils.labels import CLASS_NAMES
 
     print(f"\n{'class':<16}{'IoU':>8}")
-    for name, value in zip(train_id_names(), scores["iou"], strict=True):
+    for name, value in zip(CLASS_NAMES, scores["iou"], strict=True):
         print(f"{name:<16}{'n/a' if math.isnan(value) else f'{100 * value:.2f}':>8}")
     print(f"{'mean IoU':<16}{100 * scores['mean_iou']:>8.2f}")
     print(f"{'pixel accuracy':<16}{100 * scores['pixel_accuracy']:>8.2f}")
@@ -268,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     from models import get_info
     from models.layers import check_input_size
+    from models.options import model_options  # after quiet_tensorflow: models imports Keras
     from utils.io import check_writable_dir
 
     info = get_info(args.model)

@@ -28,7 +28,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 
 from utils.io import read_png, reuse_freed_buffers
-from utils.timing import available_cores
+from utils.machine import available_cores
 
 NUM_CLASSES = 19
 IGNORE = 255
@@ -336,15 +336,15 @@ def _empty_aligned(shape: tuple[int, ...]) -> np.ndarray:
     size = int(np.prod(shape))
     buf = np.empty(size + _TENSOR_ALIGN, np.uint8)
     start = -buf.ctypes.data % _TENSOR_ALIGN
-    return buf[start:start + size].reshape(shape)
+    return buf[start : start + size].reshape(shape)
 
 
 def _fill_border(array: np.ndarray, y: int, x: int, h: int, w: int, value: int) -> None:
     """Set everything of `array` outside the window (y, x, h, w) to `value`."""
     array[:y] = value
-    array[y + h:] = value
-    array[y:y + h, :x] = value
-    array[y:y + h, x + w:] = value
+    array[y + h :] = value
+    array[y : y + h, :x] = value
+    array[y : y + h, x + w :] = value
 
 
 def scale_crop(
@@ -396,8 +396,8 @@ def scale_crop(
 
     y0, src_h, out_h = window(h, ch)
     x0, src_w, out_w = window(w, cw)
-    img_win = image[y0:y0 + src_h, x0:x0 + src_w]
-    lab_win = label[y0:y0 + src_h, x0:x0 + src_w]
+    img_win = image[y0 : y0 + src_h, x0 : x0 + src_w]
+    lab_win = label[y0 : y0 + src_h, x0 : x0 + src_w]
     img_out, lab_out = _empty_aligned((ch, cw, 3)), _empty_aligned((ch, cw))
     py = px = 0
     if (out_h, out_w) != (ch, cw):
@@ -405,8 +405,8 @@ def scale_crop(
         px = int(rng.integers(0, cw - out_w + 1))
         _fill_border(img_out, py, px, out_h, out_w, 0)
         _fill_border(lab_out, py, px, out_h, out_w, IGNORE)
-    img_dst = img_out[py:py + out_h, px:px + out_w]
-    lab_dst = lab_out[py:py + out_h, px:px + out_w]
+    img_dst = img_out[py : py + out_h, px : px + out_w]
+    lab_dst = lab_out[py : py + out_h, px : px + out_w]
     resize = (src_h, src_w) != (out_h, out_w)
     before = resize and src_h * src_w <= out_h * out_w  # zooming in: per-pixel work first
     if before:
@@ -457,7 +457,14 @@ def augment_pair(
     flip = aug.flip and rng.random() < 0.5
     colour = jitter_matrix(rng, aug) if aug.photometric else None
     return scale_crop(
-        image, label, crop, scale, rng, flip=flip, colour=colour, label_lut=label_lut,
+        image,
+        label,
+        crop,
+        scale,
+        rng,
+        flip=flip,
+        colour=colour,
+        label_lut=label_lut,
         overwrite=overwrite,
     )
 
@@ -726,7 +733,8 @@ def benchmark_pipeline(
         return image, tf.io.decode_png(tf.io.read_file(label_path), channels=1)
 
     paths = tf.data.Dataset.from_tensor_slices(
-        ([str(f.image) for f in files], [str(f.label) for f in files]))
+        ([str(f.image) for f in files], [str(f.label) for f in files])
+    )
     tf_decoded = paths.map(tf_decode, num_parallel_calls=workers).prefetch(workers)
 
     def tf_ceiling() -> tuple[float, float]:
@@ -738,8 +746,15 @@ def benchmark_pipeline(
         # Steady state, as in training: `warm` images warm the threads and buffers, then the
         # clock runs over the remaining `num_images`. The consumer only counts.
         cycled = [files[i % len(files)] for i in range(warm + num_images)]
-        ds = build_dataset(cycled, batch_size, size, training=True, seed=0,
-                           drop_remainder=False, num_parallel_calls=workers)
+        ds = build_dataset(
+            cycled,
+            batch_size,
+            size,
+            training=True,
+            seed=0,
+            drop_remainder=False,
+            num_parallel_calls=workers,
+        )
         batches = iter(ds)
         seen = 0
         while seen < warm:
@@ -747,7 +762,11 @@ def benchmark_pipeline(
         return timed(lambda: [None for _ in batches])
 
     runs: dict[str, list[tuple[float, float]]] = {
-        "ceiling": [], "opencv": [], "tf": [], "pipeline": []}
+        "ceiling": [],
+        "opencv": [],
+        "tf": [],
+        "pipeline": [],
+    }
     for _ in range(max(1, repeats)):
         runs["ceiling"].append(threaded(decode))
         runs["opencv"].append(threaded(cv2_decode))
@@ -768,8 +787,7 @@ def benchmark_pipeline(
         "tf_decode_ceiling_images_per_s": best["tf"][0],
         "share_of_tf_decode_ceiling": best["pipeline"][0] / best["tf"][0],
         "all_runs_images_per_s": "; ".join(
-            f"{name} " + " / ".join(f"{v[0]:.1f}" for v in values)
-            for name, values in runs.items()
+            f"{name} " + " / ".join(f"{v[0]:.1f}" for v in values) for name, values in runs.items()
         ),
         "decode_ceiling_cpu_ms_per_image": best["ceiling"][1],
         "pipeline_cpu_ms_per_image": best["pipeline"][1],
@@ -830,7 +848,8 @@ def check_split(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m datasets.cityscapes [-p ROOT] [--split S]`: check that a data set reads cleanly."""
-    from utils.cli import add_dataset_args, dataset_root, guard, make_parser
+    from datasets.options import add_dataset_args, dataset_root
+    from utils.cli import guard, make_parser
 
     parser = make_parser(
         "Check a Cityscapes tree: find every image/label pair of a split, "

@@ -33,7 +33,7 @@ from models.layers import (
     logits_output,
     normalize_input,
 )
-from models.separable_unet import load_weights_option
+from models.loading import load_weights_option
 
 #: Output widths of the encoder's conv layers, stage by stage (VGG16).
 ENCODER: tuple[tuple[int, ...], ...] = (

@@ -21,6 +21,7 @@ from keras import layers
 
 from models.info import ModelInfo, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input
+from models.loading import load_weights_option
 
 #: Channel width of each resolution level, from full resolution down to the 1/32 bottleneck.
 WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
@@ -38,23 +39,6 @@ def _double_sep(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTen
     """Two separable conv-BN-ReLU at one resolution, named `{name}_sep1` and `{name}_sep2`."""
     x = _sep_conv_bn_relu(x, filters, f"{name}_sep1")
     return _sep_conv_bn_relu(x, filters, f"{name}_sep2")
-
-
-def load_weights_option(
-    model: keras.Model, weights: str | os.PathLike | None, name: str
-) -> keras.Model:
-    """Apply the `weights` option: None keeps random init; a path loads a Keras weights file."""
-    if weights is None:
-        return model
-    if not isinstance(weights, str | os.PathLike) or str(weights) == "imagenet":
-        raise ValueError(
-            f"{name} has no pretrained weights to download; pass weights=None or "
-            f"the path of a .weights.h5 file, got {weights!r}"
-        )
-    if not os.path.isfile(weights):
-        raise ValueError(f"{name} weights file not found: got {str(weights)!r}")
-    model.load_weights(weights)
-    return model
 
 
 def build_separable_unet(

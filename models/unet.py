@@ -28,7 +28,7 @@ from keras import layers
 
 from models.info import ModelInfo, Recipe
 from models.layers import check_input_size, logits_output, normalize_input
-from models.separable_unet import load_weights_option
+from models.loading import load_weights_option
 
 #: Widths of the contracting stages; the last one is the bottleneck at 1/16.
 WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 1024)

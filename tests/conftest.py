@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,3 +32,37 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def repo_root() -> Path:
     """The repository root (for running the CLIs as subprocesses)."""
     return REPO
+
+
+@pytest.fixture(scope="session")
+def run_cli(repo_root: Path):
+    """Run a script or `-m module` of the repository as a user would; return the finished process.
+
+    `run_cli("evaluate.py", "--synthetic", ...)` or `run_cli("-m", "datasets.synthetic", ...)`;
+    output is captured as text, the working folder is the repository root, a run that outlives
+    `timeout` seconds fails the test instead of hanging it, and `proc.error_lines` holds the
+    `error: ...` lines of stderr.
+    """
+
+    def run(
+        script: str,
+        *args: str,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        target = [script, *args] if script == "-m" else [str(repo_root / script), *args]
+        proc = subprocess.run(
+            [sys.executable, *target],
+            cwd=repo_root,
+            env=env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        proc.error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        return proc
+
+    return run
+

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.visualize import train_id_palette
+from utils.labels import TRAIN_ID_PALETTE
 
 SIZE = "64,128"  # the model's input size; the photos are 128x256 and others
 
@@ -57,7 +57,7 @@ def _check_outputs(out: Path, name: str, height: int, width: int) -> None:
     assert (train_ids < 19).all()  # only the 19 evaluated classes' label ids
     color = cv2.imread(str(out / "color" / f"{name}_color.png"))[..., ::-1]
     assert color.shape == (height, width, 3)
-    np.testing.assert_array_equal(color, train_id_palette()[train_ids])
+    np.testing.assert_array_equal(color, TRAIN_ID_PALETTE[train_ids])
     overlay = cv2.imread(str(out / "overlay" / f"{name}_overlay.png"))
     assert overlay.shape == (height, width, 3)
     panel = cv2.imread(str(out / "panel" / f"{name}_panel.png"))

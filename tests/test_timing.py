@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from utils import flops, timing
+from utils import flops, machine, timing
 
 
 def test_time_callable_measures_a_known_duration():
@@ -121,20 +121,20 @@ def test_conv_peak_graph_computes_a_convolution():
 
 
 def test_machine_info_names_cpu_cores_and_versions():
-    info = timing.machine_info()
+    info = machine.machine_info()
     assert info["cpu"] and info["cores"] >= 1
     assert {"tensorflow", "onnxruntime", "numpy"} <= set(info["versions"])
     assert isinstance(info["gpus"], list)
-    assert "cores" in timing.describe_machine(info)
+    assert "cores" in machine.describe_machine(info)
 
 
 def test_peak_rss_follows_an_allocation():
     """After a reset, touching 200 MB raises the high-water mark by about that much."""
-    if not timing.reset_peak_rss():
+    if not machine.reset_peak_rss():
         pytest.skip("/proc/self/clear_refs is not writable here")
-    before = timing.peak_rss_mb()
+    before = machine.peak_rss_mb()
     block = np.ones(50 * 2**20 // 4 * 4, dtype=np.float32)  # 200 MiB, every page touched
-    after = timing.peak_rss_mb()
+    after = machine.peak_rss_mb()
     del block
     assert after - before >= 150
 

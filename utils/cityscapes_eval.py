@@ -34,8 +34,9 @@ import numpy as np
 
 from utils.io import read_png as decode_png
 from utils.io import reuse_freed_buffers
+from utils.machine import available_cores, machine_info
 from utils.metrics import confusion_matrix
-from utils.timing import available_cores, dense_peak, machine_info
+from utils.timing import dense_peak
 
 #: Instance ids at or below this value are not instances (official: ``instanceNp > 1000``).
 INSTANCE_OFFSET = 1000
@@ -691,8 +692,9 @@ def plot_confusion(result: dict[str, Any], path: str | os.PathLike, title: str =
     width = left + cell * len(columns) + bar
     canvas = np.full((height, width, 3), 255, np.uint8)
 
-    def text(img: np.ndarray, s: str, x: int, y: int, scale: float, colour=(0, 0, 0),
-             align: str = "left") -> None:
+    def text(
+        img: np.ndarray, s: str, x: int, y: int, scale: float, colour=(0, 0, 0), align: str = "left"
+    ) -> None:
         (w, h), _ = cv2.getTextSize(s, font, scale, 1)
         x = {"left": x, "right": x - w, "centre": x - w // 2}[align]
         cv2.putText(img, s, (x, y + h // 2), font, scale, colour, 1, cv2.LINE_AA)
@@ -718,11 +720,11 @@ def plot_confusion(result: dict[str, Any], path: str | os.PathLike, title: str =
         text(strip, name, strip.shape[1] - 8, c * cell + cell // 2, large, align="right")
     strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
     y0 = top + cell * len(names)
-    canvas[y0:y0 + strip.shape[0], left:left + strip.shape[1]] = strip
+    canvas[y0 : y0 + strip.shape[0], left : left + strip.shape[1]] = strip
     text(canvas, "prediction", left + cell * len(columns) // 2, height - 16, large, align="centre")
     axis = np.full((side, cell * len(names), 3), 255, np.uint8)
     text(axis, "ground truth", axis.shape[1] // 2, side // 2, large, align="centre")
-    canvas[top:top + axis.shape[1], :side] = cv2.rotate(axis, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    canvas[top : top + axis.shape[1], :side] = cv2.rotate(axis, cv2.ROTATE_90_COUNTERCLOCKWISE)
     heading = title or "Confusion matrix (row-normalised, %)"
     while cv2.getTextSize(heading, font, large, 1)[0][0] > width - 20 and len(heading) > 4:
         heading = heading[:-4] + "..."

@@ -90,103 +90,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
-def make_parser(description: str) -> argparse.ArgumentParser:
-    """An ArgumentParser whose usage errors exit with status 2 and whose help shows defaults."""
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors, its subcommands' included, are one line
+    `error: ...` with status 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
 
 
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """-p/--path, --synthetic and -c/--coarse, as every dataset-reading script takes them."""
-    group = parser.add_argument_group("dataset")
-    group.add_argument(
-        "-p",
-        "--path",
-        default=None,
-        help="Cityscapes root holding leftImg8bit/ and gtFine/ "
-        "(default: the CITYSCAPES_DATASET environment variable)",
-    )
-    group.add_argument(
-        "--synthetic",
-        action="store_true",
-        help="use a generated Cityscapes-format tree in the cache folder "
-        "instead of the real data set (no download needed)",
-    )
-    group.add_argument(
-        "-c",
-        "--coarse",
-        action="store_true",
-        help="add the coarse annotations (gtCoarse, leftImg8bit/train_extra) to the training split",
-    )
-    group.add_argument(
-        "--skip-bad", action="store_true", help="log and skip unreadable files instead of stopping"
-    )
-
-
-def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs."""
-    quiet_tensorflow()
-    from models import MODELS  # imported here so `--help` of TF-free scripts stays light
-
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "-m", "--model", required=required, choices=sorted(MODELS), help="model to build"
-    )
-    group.add_argument(
-        "--backbone",
-        default=None,
-        help="backbone for models that have a choice: deeplabv3+ "
-        "{mobilenetv2, xception}, fastfcn {resnet50, resnet101}, "
-        "hrnet_ocr {w48, w18} (default: the model's own)",
-    )
-    group.add_argument(
-        "--output-stride",
-        type=int,
-        default=None,
-        choices=[8, 16],
-        help="deeplabv3+ output stride (default: the model's own)",
-    )
-    group.add_argument(
-        "--head",
-        default=None,
-        choices=["encnet", "psp", "aspp"],
-        help="fastfcn segmentation head (default: encnet, the paper's)",
-    )
-    group.add_argument(
-        "-t",
-        "--target-size",
-        type=parse_target_size,
-        default=None,
-        help="input size H,W or H,W,C (default: the model's recipe crop "
-        "for training, 1024,2048 for inference)",
-    )
-
-
-def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The build_model keyword options given on the command line (None ones are left out)."""
-    options = {
-        "backbone": getattr(args, "backbone", None),
-        "output_stride": getattr(args, "output_stride", None),
-        "head": getattr(args, "head", None),
-    }
-    return {k: v for k, v in options.items() if v is not None}
-
-
-def dataset_root(
-    args: argparse.Namespace,
-    num_synthetic: int = 20,
-    synthetic_size: tuple[int, int] = (1024, 2048),
-) -> str:
-    """The dataset root from --path, CITYSCAPES_DATASET or --synthetic; ValueError if none."""
-    from datasets.cityscapes import resolve_root
-
-    return str(
-        resolve_root(
-            args.path,
-            synthetic=args.synthetic,
-            num_synthetic=num_synthetic,
-            synthetic_size=synthetic_size,
-        )
-    )
+def make_parser(description: str) -> Parser:
+    """The parser every script starts from: one-line usage errors, help that shows defaults."""
+    return Parser(description=description, formatter_class=HelpFormatter)
 
 
 #: Start-up lines TensorFlow 2.21 writes to stderr from C++ before its logging is configured
@@ -225,6 +139,8 @@ def quiet_tensorflow() -> None:
             os.close(saved)
         captured.seek(0)
         text = captured.read().decode(errors="replace")
-    kept = [line for line in text.splitlines() if line.strip() and not _TF_STARTUP_NOISE.match(line)]
+    kept = [
+        line for line in text.splitlines() if line.strip() and not _TF_STARTUP_NOISE.match(line)
+    ]
     if kept:
         print("\n".join(kept), file=sys.stderr)

@@ -1137,12 +1137,12 @@ def _json_default(value: Any) -> Any:
 
 def _scores_json(scores: dict[str, Any], epoch: int) -> dict[str, Any]:
     """Validation scores with per-class IoU by class name (NaN as null)."""
-    from utils.visualize import train_id_names
+    from utils.labels import CLASS_NAMES
 
     def clean(x: float) -> float | None:
         return float(x) if math.isfinite(float(x)) else None
 
-    names = train_id_names()
+    names = CLASS_NAMES
     return {
         "epoch": epoch,
         "mean_iou": clean(scores["mean_iou"]),

@@ -1,52 +1,16 @@
 """Pictures of predictions: Cityscapes palette, overlays, side-by-side panels, uncertainty maps.
 
-Colours come from `cityscapesscripts.helpers.labels` (never a hand-written table). Every function
+Colours come from `utils.labels` (built from cityscapesscripts, never a hand-written table). Every function
 takes and returns RGB uint8 arrays; OpenCV's BGR order appears only where files are written.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
-IGNORE = 255
-
-
-@functools.lru_cache(maxsize=1)
-def train_id_palette() -> np.ndarray:
-    """(256, 3) uint8 RGB lookup table: train id -> Cityscapes colour; unused ids (255) black."""
-    from cityscapesscripts.helpers.labels import labels
-
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    for label in labels:
-        if 0 <= label.trainId < IGNORE:
-            lut[label.trainId] = label.color
-    lut.flags.writeable = False
-    return lut
-
-
-@functools.lru_cache(maxsize=1)
-def label_id_palette() -> np.ndarray:
-    """(256, 3) uint8 RGB lookup table: Cityscapes label id -> colour (as in gtFine *_color.png)."""
-    from cityscapesscripts.helpers.labels import labels
-
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    for label in labels:
-        if 0 <= label.id < 256:
-            lut[label.id] = label.color
-    lut.flags.writeable = False
-    return lut
-
-
-@functools.lru_cache(maxsize=1)
-def train_id_names() -> tuple[str, ...]:
-    """The 19 class names in train-id order."""
-    from cityscapesscripts.helpers.labels import labels
-
-    names = {label.trainId: label.name for label in labels if 0 <= label.trainId < IGNORE}
-    return tuple(names[i] for i in range(len(names)))
+from utils.labels import CLASS_NAMES, IGNORE, TRAIN_ID_PALETTE
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:
@@ -68,7 +32,7 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
         train_ids = np.where((train_ids >= 0) & (train_ids < 256), train_ids, IGNORE).astype(
             np.uint8
         )
-    return train_id_palette()[train_ids]
+    return TRAIN_ID_PALETTE[train_ids]
 
 
 def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -127,9 +91,11 @@ def legend_entries(train_ids_maps: list[np.ndarray]) -> list[tuple[str, tuple[in
     present = np.zeros(256, dtype=bool)
     for ids in train_ids_maps:
         present[np.unique(np.asarray(ids).astype(np.uint8, copy=False))] = True
-    names = train_id_names()
-    palette = train_id_palette()
-    return [(names[i], tuple(int(c) for c in palette[i])) for i in range(len(names)) if present[i]]
+    return [
+        (name, tuple(int(c) for c in TRAIN_ID_PALETTE[i]))
+        for i, name in enumerate(CLASS_NAMES)
+        if present[i]
+    ]
 
 
 def panel(

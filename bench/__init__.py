@@ -1,0 +1,1 @@
+"""The benchmarks: timing, job specs, FLOPs, rows and their reports."""

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, graph rewrites, parity and TensorRT-construct checks, TensorRT."""

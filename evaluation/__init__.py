@@ -1,0 +1,1 @@
+"""Official Cityscapes metrics: the confusion matrix, the pixel-level evaluation, its report."""

@@ -1,0 +1,57 @@
+"""The model options every model-building script takes on its command line, and their values."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from utils.cli import parse_target_size, quiet_tensorflow
+
+
+def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs."""
+    quiet_tensorflow()
+    from models import MODELS  # Keras is imported only by the scripts that build models
+
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "-m", "--model", required=required, choices=sorted(MODELS), help="model to build"
+    )
+    group.add_argument(
+        "--backbone",
+        default=None,
+        help="backbone for models that have a choice: deeplabv3+ "
+        "{mobilenetv2, xception}, fastfcn {resnet50, resnet101}, "
+        "hrnet_ocr {w48, w18} (default: the model's own)",
+    )
+    group.add_argument(
+        "--output-stride",
+        type=int,
+        default=None,
+        choices=[8, 16],
+        help="deeplabv3+ output stride (default: the model's own)",
+    )
+    group.add_argument(
+        "--head",
+        default=None,
+        choices=["encnet", "psp", "aspp"],
+        help="fastfcn segmentation head (default: encnet, the paper's)",
+    )
+    group.add_argument(
+        "-t",
+        "--target-size",
+        type=parse_target_size,
+        default=None,
+        help="input size H,W or H,W,C (default: the model's recipe crop "
+        "for training, 1024,2048 for inference)",
+    )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The build_model keyword options given on the command line (None ones are left out)."""
+    options = {
+        "backbone": getattr(args, "backbone", None),
+        "output_stride": getattr(args, "output_stride", None),
+        "head": getattr(args, "head", None),
+    }
+    return {k: v for k, v in options.items() if v is not None}

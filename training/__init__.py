@@ -1,0 +1,1 @@
+"""Training: the distributed step, checkpoints, logs, schedules, the learning-rate finder."""

@@ -1,0 +1,103 @@
+"""The one Cityscapes label module: every id, name, colour and lookup table the suite uses.
+
+Built once, at import, from ``cityscapesscripts.helpers.labels`` (never a hand-written table).
+Three id spaces appear in the suite:
+
+- label ids (0..33, -1 for license plate) as stored in ``*_gtFine_labelIds.png`` and as the
+  official evaluation wants them;
+- train ids (0..18, 255 = ignore) inside the pipeline and as the models predict them;
+- categories (flat, construction, object, nature, sky, human, vehicle; void left out).
+
+Every table is a read-only numpy array, so a caller cannot change it for the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cityscapesscripts.helpers.labels import category2labels, labels
+
+#: Classes the models predict (train ids 0..18).
+NUM_CLASSES = 19
+#: The ignore value in train-id maps.
+IGNORE = 255
+
+#: The Cityscapes labels with a label id (license plate, id -1, has none).
+_LABELS = tuple(label for label in labels if 0 <= label.id < 256)
+_TRAIN_LABELS = {label.trainId: label for label in _LABELS if 0 <= label.trainId < NUM_CLASSES}
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _id_to_train() -> np.ndarray:
+    lut = np.full(256, IGNORE, dtype=np.uint8)
+    for label in _LABELS:
+        lut[label.id] = label.trainId if 0 <= label.trainId < NUM_CLASSES else IGNORE
+    return _frozen(lut)
+
+
+def _train_to_id() -> np.ndarray:
+    lut = np.full(256, IGNORE, dtype=np.uint8)
+    lut[IGNORE] = 0  # ignore -> unlabeled, the official evaluation's void
+    for train_id, label in _TRAIN_LABELS.items():
+        lut[train_id] = label.id
+    return _frozen(lut)
+
+
+def _valid_ids() -> np.ndarray:
+    valid = np.zeros(256, dtype=bool)
+    for label in _LABELS:
+        valid[label.id] = True
+    return _frozen(valid)
+
+
+def _valid_train_ids() -> np.ndarray:
+    valid = np.zeros(256, dtype=bool)
+    valid[list(range(NUM_CLASSES)) + [IGNORE]] = True
+    return _frozen(valid)
+
+
+def _palette(train: bool) -> np.ndarray:
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    for label in _LABELS:
+        if train and 0 <= label.trainId < NUM_CLASSES:
+            lut[label.trainId] = label.color
+        elif not train:
+            lut[label.id] = label.color
+    return _frozen(lut)
+
+
+#: uint8[256]: label id -> train id (255 for ignored classes and ids Cityscapes lacks).
+ID_TO_TRAIN_ID = _id_to_train()
+#: uint8[256]: train id 0..18 -> label id, 255 (ignore) -> 0 (unlabeled), any other -> 255.
+TRAIN_ID_TO_ID = _train_to_id()
+#: bool[256]: which values may appear in a ``*_labelIds.png`` file.
+VALID_LABEL_IDS = _valid_ids()
+#: bool[256]: which values may appear in a ``*_labelTrainIds.png`` file (0..18 and 255).
+VALID_TRAIN_IDS = _valid_train_ids()
+#: The largest label id (33).
+MAX_LABEL_ID = int(np.flatnonzero(VALID_LABEL_IDS).max())
+#: The 19 class names in train-id order.
+CLASS_NAMES: tuple[str, ...] = tuple(_TRAIN_LABELS[i].name for i in range(NUM_CLASSES))
+#: Category of each of the 19 classes, in train-id order.
+CLASS_CATEGORIES: tuple[str, ...] = tuple(_TRAIN_LABELS[i].category for i in range(NUM_CLASSES))
+#: uint8[256, 3] RGB: train id -> Cityscapes colour; 255 and unused ids black.
+TRAIN_ID_PALETTE = _palette(train=True)
+#: uint8[256, 3] RGB: label id -> colour, as in ``gtFine *_color.png``.
+LABEL_ID_PALETTE = _palette(train=False)
+#: Category names in the official order (``category2labels``), void included.
+CATEGORIES: tuple[str, ...] = tuple(category2labels)
+#: All Cityscapes labels with a label id, in cityscapesscripts' order (the Label namedtuples).
+LABELS = _LABELS
+
+
+def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Map a train-id map (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
+    return TRAIN_ID_TO_ID[np.asarray(train_ids, dtype=np.uint8)]
+
+
+def label_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map a label-id map to train ids (255 for ignored classes)."""
+    return ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]
