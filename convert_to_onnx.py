@@ -5,7 +5,7 @@ street-like images (max |logit difference| and argmax agreement) and looks for c
 TensorRT's ONNX parser rejects; it prints a summary (opset, inputs/outputs, op counts, size).
 
 Exit status: 0 when every check passes; 1 when the parity check fails (agreement below 99.9% or
-a logit difference above 1e-3 x max(1, max |logit|) for float32; see utils/export.py for
+a logit difference above 1e-3 x max(1, max |logit|) for float32; see deploy/checks.py for
 float16) or the graph holds a construct TensorRT rejects (unless --skip-trt-check); 2 for bad
 input (unknown model, weights of another model or size, an opset tf2onnx does not write, an
 output path that cannot be written), with no file left behind.
@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deploy.graph import DEFAULT_OPSET
+from models.options import add_model_args
 from utils.cli import guard, make_parser, positive_int, quiet_tensorflow
 
 DEFAULT_SIZE = (1024, 2048)
@@ -30,11 +32,7 @@ DEFAULT_SIZE = (1024, 2048)
 
 def build_parser() -> argparse.ArgumentParser:
     """The convert_to_onnx.py argument parser."""
-    from utils.export import DEFAULT_OPSET
-
     parser = make_parser(__doc__)
-    from models.options import add_model_args  # after quiet_tensorflow: models imports Keras
-
     add_model_args(parser)
     parser.add_argument(
         "-w",
@@ -122,22 +120,21 @@ def default_output(args: argparse.Namespace, size: tuple[int, int]) -> Path:
 @guard
 def main(argv: Sequence[str] | None = None) -> int:
     """Export, check, optionally build a TensorRT engine; return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    from models.options import model_options  # after quiet_tensorflow: models imports Keras
-    from utils import export
+    # After quiet_tensorflow: deploy imports TensorFlow, Keras and the model files.
+    from deploy import export
+    from deploy.checks import check_onnx
+    from models.loading import check_weights_file
+    from models.options import model_options
 
     size = args.target_size or DEFAULT_SIZE
     output = Path(args.output) if args.output else default_output(args, size)
     # Cheap checks first, so bad input fails before minutes of conversion.
     export.check_opset(args.opset)
     export.check_output_path(output)
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise OSError(
-            f"weights file {args.weights!r} not found; pass the .weights.h5 or .keras "
-            "file that train.py wrote"
-        )
+    if args.weights is not None:
+        check_weights_file(args.weights, args.model)
 
     print(
         f"exporting {args.model} at {size[0]}x{size[1]} (opset {args.opset}) to {output}",
@@ -158,12 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result.summary.format())
     for fix in result.fixes:
         print(f"TensorRT rewrite: {fix}")
-
-    check = export.check_onnx(
-        output,
-        result.keras_model,
-        num_images=max(args.check_images, 1 if args.dynamic_batch else args.batch),
-    )
+    with export.discard_on_error(output):  # a check that cannot run (exit 2) leaves no file
+        check = check_onnx(output, result.keras_model, num_images=args.check_images)
     print(check.format())
     status = 0
     if check.errors or not check.checker_ok:
@@ -184,11 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_engine(onnx_path: Path, fp16: bool) -> int:
     """Build and time a TensorRT engine with trtexec, or print how to do it on the device."""
-    from utils import export
+    # after parsing: keeps --help and usage errors instant
+    from deploy import tensorrt
 
-    trtexec = export.find_trtexec()
+    trtexec = tensorrt.find_trtexec()
     if trtexec is None:
-        command = export.trtexec_command(onnx_path, fp16=fp16)
+        command = tensorrt.trtexec_command(onnx_path, fp16=fp16)
         print(
             "trtexec not found on this machine (not on PATH, nor /usr/src/tensorrt/bin). "
             "On the Jetson or GPU node, copy the file there and run:"
@@ -196,9 +190,9 @@ def build_engine(onnx_path: Path, fp16: bool) -> int:
         print("  " + " ".join(command))
         print("(on a Jetson trtexec is /usr/src/tensorrt/bin/trtexec; see docs/jetson.md)")
         return 0
-    command = export.trtexec_command(onnx_path, fp16=fp16, trtexec=trtexec)
+    command = tensorrt.trtexec_command(onnx_path, fp16=fp16, trtexec=trtexec)
     print("running: " + " ".join(command), flush=True)
-    timing = export.run_trtexec(command)
+    timing = tensorrt.run_trtexec(command)
     if timing.returncode != 0:
         print(timing.output_tail, file=sys.stderr)
         print(f"error: trtexec failed with status {timing.returncode}", file=sys.stderr)

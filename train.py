@@ -22,9 +22,16 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from datasets.options import add_dataset_args, dataset_root
 from utils.cli import guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
+
+if TYPE_CHECKING:  # named in annotations only; imported after quiet_tensorflow where used
+    import tensorflow as tf
+
+    from training.config import TrainConfig
+    from training.distribute import DistributeInfo
 
 
 def _float(text: str) -> float:
@@ -41,13 +48,22 @@ def _float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The train.py argument parser."""
     quiet_tensorflow()
-    from utils.training import OPTIMIZERS
+    # After quiet_tensorflow: training and models import TensorFlow and Keras.
+    from models.options import add_model_args
+    from training.trainer import OPTIMIZERS
 
     parser = make_parser(__doc__)
-    from models.options import add_model_args  # after quiet_tensorflow: models imports Keras
 
     add_model_args(parser)
     add_dataset_args(parser)
+    _add_run_args(parser, OPTIMIZERS)
+    _add_optimizer_args(parser, OPTIMIZERS)
+    _add_loss_and_output_args(parser)
+    return parser
+
+
+def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) -> None:
+    """Resume, batch, epochs, precision, XLA and the learning-rate finder."""
     parser.add_argument(
         "-r",
         "--resume",
@@ -77,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f",
         "--lrfinder",
-        choices=OPTIMIZERS,
+        choices=optimizers,
         default=None,
         help="run the learning-rate finder with this optimizer instead of "
         "training; writes a plot, a CSV and the suggested --min-lr/--max-lr",
@@ -88,9 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=100,
         help="maximum steps of the learning-rate finder's sweep",
     )
+
+
+def _add_optimizer_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) -> None:
+    """The optimizer, its learning rate and the schedule."""
     parser.add_argument(
         "--optimizer",
-        choices=OPTIMIZERS,
+        choices=optimizers,
         default=None,
         help="optimizer for training (default: the recipe's)",
     )
@@ -152,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear: multiply the rates by the number of replicas (they are "
         "given for one replica's batch -b); none: use them as given",
     )
+
+
+def _add_loss_and_output_args(parser: argparse.ArgumentParser) -> None:
+    """Weight decay, class weights, backbone, seed, output folder, validation, distribution."""
     parser.add_argument(
         "--weight-decay",
         type=non_negative_float,
@@ -201,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: multiworker under TF_CONFIG or a SLURM step of several "
         "tasks, mirrored with several GPUs, else none",
     )
-    return parser
 
 
 def _class_weights(path: str | None) -> list[float] | None:
@@ -243,6 +266,7 @@ def _check_rates(args: argparse.Namespace) -> None:
 
 def _print_scores(scores: dict) -> None:
     """The per-class IoU table of the last validation."""
+    # after parsing: keeps --help and usage errors instant
     from utils.labels import CLASS_NAMES
 
     print(f"\n{'class':<16}{'IoU':>8}")
@@ -252,40 +276,22 @@ def _print_scores(scores: dict) -> None:
     print(f"{'pixel accuracy':<16}{100 * scores['pixel_accuracy']:>8.2f}")
 
 
-@guard
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, check it, then train (or run the learning-rate finder)."""
-    args = build_parser().parse_args(argv)
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: the command line, and the model's recipe for what it leaves out.
+
+    Making the config checks the model, the input size, the batch and the epochs (ValueError).
+    """
     quiet_tensorflow()
+    # After quiet_tensorflow: models and training import TensorFlow and Keras.
     from models import get_info
-    from models.layers import check_input_size
-    from models.options import model_options  # after quiet_tensorflow: models imports Keras
-    from utils.io import check_writable_dir
+    from models.options import model_options
+    from training.config import TrainConfig
 
-    info = get_info(args.model)
-    recipe = info.recipe
+    recipe = get_info(args.model).recipe
     _check_rates(args)
-    size = tuple(args.target_size) if args.target_size else tuple(recipe.crop_size)
-    check_input_size(args.model, size[0], size[1], info.size_multiple)
-    class_weights = _class_weights(args.class_weights)
-    output_dir = Path(args.output_dir or Path("runs") / args.model)
-    if args.resume is not None and not Path(args.resume).exists():
-        raise ValueError(
-            f"resume file {args.resume!r} does not exist; pass a "
-            "weights-*.weights.h5 file written by train.py"
-        )
-    root = dataset_root(args)
-
-    from utils.distribute import make_strategy
-
-    strategy, dist = make_strategy(args.distribute)
-    if dist.is_chief:
-        check_writable_dir(output_dir)
-    from utils.training import NonFiniteLossError, TrainConfig, find_resume_point, run_training
-
-    config = TrainConfig(
+    return TrainConfig(
         model=args.model,
-        input_size=size,
+        input_size=tuple(args.target_size) if args.target_size else tuple(recipe.crop_size),
         batch_size=args.batch or recipe.batch_size,
         epochs=args.epochs or recipe.epochs,
         optimizer=args.optimizer or recipe.optimizer,
@@ -302,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         mixed_precision=args.mixed_precision,
         xla=args.xla,
         seed=args.seed,
-        output_dir=str(output_dir),
+        output_dir=str(args.output_dir or Path("runs") / args.model),
         val_every=args.val_every,
-        class_weights=class_weights,
+        class_weights=_class_weights(args.class_weights),
         freeze_backbone=args.freeze_backbone,
         weights=args.weights,
         model_options=model_options(args),
@@ -313,38 +319,64 @@ def main(argv: list[str] | None = None) -> int:
         coarse=args.coarse,
         skip_bad=args.skip_bad,
     )
-    log = print if dist.is_chief else None
+
+
+def _run_finder(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    dist: DistributeInfo,
+    root: str,
+) -> None:
+    """-f: the learning-rate range test instead of training; print the suggested range."""
+    # after parsing: keeps --help and usage errors instant
+    from training.lr_finder import run_lr_finder
+
+    result, paths = run_lr_finder(
+        config,
+        strategy,
+        args.lrfinder,
+        root,
+        steps=args.finder_steps,
+        start=args.min_lr if args.min_lr is not None else 1e-6,
+        end=args.max_lr if args.max_lr is not None else 1e2,
+        worker_index=dist.worker_index,
+        log=print if dist.is_chief else None,
+    )
+    if paths is not None:
+        print(
+            f"suggested: --min-lr {result.min_lr:.3g} --max-lr {result.max_lr:.3g}"
+            f"{' (sweep stopped: the loss diverged)' if result.diverged else ''}"
+        )
+        print(f"wrote {paths[0]}, {paths[1]} and {paths[2]}")
+
+
+@guard
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, build the config, then train (or run the learning-rate finder)."""
+    args = build_parser().parse_args(argv)
+    config = build_config(args)
+    root = dataset_root(args)
+
+    # after parsing: keeps --help and usage errors instant
+    from training.distribute import make_strategy
+
+    strategy, dist = make_strategy(args.distribute)
     if dist.num_workers > 1 and dist.is_chief:
         print(
             f"multi-worker run: {dist.num_workers} workers from {dist.cluster_source}, "
             f"{dist.num_replicas} replicas"
         )
-
     if args.lrfinder:
-        from utils.lr_finder import run_lr_finder
-
-        result, paths = run_lr_finder(
-            config,
-            strategy,
-            args.lrfinder,
-            root,
-            steps=args.finder_steps,
-            start=args.min_lr if args.min_lr is not None else 1e-6,
-            end=args.max_lr if args.max_lr is not None else 1e2,
-            worker_index=dist.worker_index,
-            log=log,
-        )
-        if paths is not None:
-            print(
-                f"suggested: --min-lr {result.min_lr:.3g} --max-lr {result.max_lr:.3g}"
-                f"{' (sweep stopped: the loss diverged)' if result.diverged else ''}"
-            )
-            print(f"wrote {paths[0]}, {paths[1]} and {paths[2]}")
+        _run_finder(args, config, strategy, dist, root)
         return 0
 
-    find_resume_point(config.resume, output_dir, config.model)  # bad -r / folder: exit 2 now
+    # after parsing: keeps --help and usage errors instant
+    from training.run import NonFiniteLossError, run_training
+
+    log = print if dist.is_chief else None
     try:
-        result = run_training(config, strategy, dist.num_workers, dist.worker_index, root, log=log)
+        result = run_training(config, strategy, dist.worker_index, root, log=log)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -354,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.history:
             print(
                 f"\nbest weights: {result.best_weights}\nlast weights: {result.last_weights}"
-                f"\nper-class IoU: {output_dir / 'val_scores.json'}"
+                f"\nper-class IoU: {Path(config.output_dir) / 'val_scores.json'}"
             )
     return 0
 

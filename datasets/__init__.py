@@ -1,1 +1,1 @@
-"""Cityscapes discovery, label mapping, tf.data pipeline and the synthetic generator."""
+"""Cityscapes discovery and reading, augmentation, the tf.data pipeline and the synthetic generator."""

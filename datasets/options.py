@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
-from datasets.cityscapes import resolve_root
 
-
-def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    """-p/--path, --synthetic and -c/--coarse, as every dataset-reading script takes them."""
+def add_dataset_args(
+    parser: argparse.ArgumentParser, coarse: bool = True, skip_bad: bool = True
+) -> None:
+    """-p/--path and --synthetic, as every dataset-reading script takes them; -c/--coarse and
+    --skip-bad for the scripts they apply to."""
     group = parser.add_argument_group("dataset")
     group.add_argument(
         "-p",
@@ -23,15 +27,20 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
         help="use a generated Cityscapes-format tree in the cache folder "
         "instead of the real data set (no download needed)",
     )
-    group.add_argument(
-        "-c",
-        "--coarse",
-        action="store_true",
-        help="add the coarse annotations (gtCoarse, leftImg8bit/train_extra) to the training split",
-    )
-    group.add_argument(
-        "--skip-bad", action="store_true", help="log and skip unreadable files instead of stopping"
-    )
+    if coarse:
+        group.add_argument(
+            "-c",
+            "--coarse",
+            action="store_true",
+            help="add the coarse annotations (gtCoarse, leftImg8bit/train_extra) "
+            "to the training split",
+        )
+    if skip_bad:
+        group.add_argument(
+            "--skip-bad",
+            action="store_true",
+            help="log and skip unreadable files instead of stopping",
+        )
 
 
 def dataset_root(
@@ -48,3 +57,42 @@ def dataset_root(
             synthetic_size=synthetic_size,
         )
     )
+
+
+def resolve_root(
+    path: str | os.PathLike | None = None,
+    synthetic: bool = False,
+    num_synthetic: int = 20,
+    synthetic_size: Sequence[int] = (1024, 2048),
+) -> Path:
+    """The dataset root: `path`, else $CITYSCAPES_DATASET, else (with `synthetic`) a generated tree.
+
+    Raises ValueError when neither is given (naming both and --synthetic) and when the root lacks
+    ``leftImg8bit`` or ``gtFine``.
+    """
+    if synthetic:
+        # Here, not at the top: the generator's numpy and OpenCV stay out of every --help.
+        from datasets.synthetic import ensure_synthetic_tree
+
+        return ensure_synthetic_tree(num=num_synthetic, size=synthetic_size)
+    if path is None:
+        path = os.environ.get("CITYSCAPES_DATASET") or None
+    if path is None:
+        raise ValueError(
+            "no dataset given: pass -p/--path CITYSCAPES_ROOT or set the "
+            "CITYSCAPES_DATASET environment variable (or use --synthetic for "
+            "generated data that needs no download)"
+        )
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(
+            f"dataset root {str(root)!r} does not exist; pass the folder that holds "
+            "leftImg8bit/ and gtFine/"
+        )
+    missing = [d for d in ("leftImg8bit", "gtFine") if not (root / d).is_dir()]
+    if missing:
+        raise ValueError(
+            f"dataset root {str(root)!r} has no {' or '.join(missing)} folder; "
+            "pass the Cityscapes root that holds leftImg8bit/ and gtFine/"
+        )
+    return root

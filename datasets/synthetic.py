@@ -25,6 +25,9 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
+from utils.cli import fail, make_parser, parse_target_size
+from utils.labels import LABEL_ID_PALETTE, VALID_LABEL_IDS
+
 CITIES = {"train": "synthtown", "val": "synthville", "train_extra": "synthburg"}
 
 #: Base RGB colour of each drawn class (distinct from its palette colour on purpose, so a
@@ -243,15 +246,15 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+#: uint8[256, 4] RGBA: label id -> official colour, opaque (unused ids transparent black).
+_COLOR_PALETTE = np.concatenate(
+    [LABEL_ID_PALETTE, np.where(VALID_LABEL_IDS, 255, 0).astype(np.uint8)[:, None]], axis=1
+)
+
+
 def _color_png(labels: np.ndarray) -> np.ndarray:
     """The official colour annotation: RGBA palette colour of each label id."""
-    from cityscapesscripts.helpers.labels import labels as all_labels
-
-    palette = np.zeros((256, 4), dtype=np.uint8)
-    for label in all_labels:
-        if label.id >= 0:
-            palette[label.id] = (*label.color, 255)
-    return palette[labels]
+    return _COLOR_PALETTE[labels]
 
 
 def _write_png(path: Path, array: np.ndarray, rgb: bool = False) -> None:
@@ -358,8 +361,6 @@ def ensure_synthetic_tree(num: int = 20, size: Sequence[int] = (1024, 2048), see
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: write a synthetic Cityscapes tree."""
-    from utils.cli import fail, make_parser, parse_target_size
-
     parser = make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("out", help="output folder (the new Cityscapes root)")
     parser.add_argument("--num", type=int, default=20, help="images per split (train, val)")

@@ -4,65 +4,22 @@ Every model maps float32 RGB images with values in [0, 255], shape (N, H, W, 3),
 logits of shape (N, H, W, num_classes). Input normalisation is the model's first layer, so
 the data pipeline keeps images uint8 until they reach the device and exported ONNX files take
 raw pixels.
+
+`from models import MODELS, build_model, get_info, count_params` loads the registry
+(`models.registry`, which imports Keras and every model file) on first use, so that light
+modules of the package (`models.options`, `models.info`) import without Keras.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
-
-import keras
-
-from models import bayes_segnet, deeplabv3plus, fastfcn, fastscnn, hrnet_ocr, separable_unet, unet
-from models.info import ModelInfo, Recipe
 
 __all__ = ["MODELS", "ModelInfo", "Recipe", "build_model", "count_params", "get_info"]
 
 
-MODELS: dict[str, ModelInfo] = {
-    info.name: info
-    for info in (
-        unet.INFO,
-        separable_unet.INFO,
-        bayes_segnet.INFO,
-        deeplabv3plus.INFO,
-        fastscnn.INFO,
-        fastfcn.INFO,
-        hrnet_ocr.INFO,
-    )
-}
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from models import registry  # Keras and every model file, on first use only
 
-
-def get_info(name: str) -> ModelInfo:
-    """The ModelInfo of `name`; ValueError listing the valid names otherwise."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[name]
-
-
-def build_model(
-    name: str, input_shape: tuple[int, ...] = (1024, 2048, 3), num_classes: int = 19, **options: Any
-) -> keras.Model:
-    """Build model `name` for `input_shape` (H, W[, 3]).
-
-    Options that are None are dropped so argparse defaults fall through to the builder's own.
-    Raises ValueError for an unknown name, an unknown option or a size the model cannot take
-    (naming the nearest sizes it can).
-    """
-    info = get_info(name)
-    options = {k: v for k, v in options.items() if v is not None}
-    allowed = {"aux", "weights", *info.options}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ValueError(
-            f"model {name!r} takes no option {unknown[0]!r}; it takes {', '.join(sorted(allowed))}"
-        )
-    height, width = int(input_shape[0]), int(input_shape[1])
-    if len(input_shape) == 3 and input_shape[2] != 3:
-        raise ValueError(f"models take RGB images with 3 channels; got input shape {input_shape!r}")
-    return info.builder(input_shape=(height, width, 3), num_classes=num_classes, **options)
-
-
-def count_params(model: keras.Model) -> int:
-    """Trainable parameters, as papers and PyTorch count them (no batch-norm moving statistics)."""
-    return int(sum(math.prod(int(d) for d in w.shape) for w in model.trainable_weights))
+        return getattr(registry, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from models.info import ModelInfo, Recipe
+from models.info import DEFAULT, ModelInfo, Published, Recipe
 from models.layers import (
     MaxPoolingWithArgmax2D,
     MaxUnpooling2D,
@@ -168,6 +168,7 @@ def mc_predict(
         `(mean_softmax, uncertainty)`: float32 numpy arrays of shape (N, H, W, C) and (N, H, W).
         The prediction is `mean_softmax.argmax(-1)`.
     """
+    # TensorFlow only on the paths that need it
     import tensorflow as tf
 
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
@@ -214,10 +215,14 @@ INFO = ModelInfo(
     builder=build_bayes_segnet,
     size_multiple=SIZE_MULTIPLE,
     normalization="imagenet",
-    reference_params=29.5e6,
-    reference_source="Kendall et al. 2015, Bayesian SegNet (arXiv 1511.02680) and SegNet "
-    "(arXiv 1511.00561): 29.5M params; about 1.36 T multiply-adds at 1024x2048 (REFERENCE.md)",
-    reference_gmacs=1360.0,
+    published={
+        DEFAULT: Published(
+            29.5e6,
+            1360.0,
+            "Kendall et al. 2015, Bayesian SegNet (arXiv 1511.02680) and SegNet "
+            "(arXiv 1511.00561): 29.5M params; about 1.36 T multiply-adds at 1024x2048 (REFERENCE.md)",
+        )
+    },
     # SegNet (TPAMI 2017) trains with SGD momentum 0.9; the authors' Bayesian SegNet Caffe
     # solver uses weight decay 5e-4. lr 0.01 with a poly schedule as for the other SGD models;
     # 512x1024 crops of batch 4 fit a 16 GB GPU.

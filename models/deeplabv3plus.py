@@ -15,7 +15,7 @@ from keras import layers
 
 from models.backbones.mobilenetv2 import load_mobilenetv2_weights, mobilenetv2_features
 from models.backbones.xception import xception65_features
-from models.info import ModelInfo, Recipe
+from models.info import ModelInfo, Published, Recipe
 from models.layers import (
     aspp,
     check_input_size,
@@ -30,14 +30,6 @@ BACKBONES = ("mobilenetv2", "xception")
 OUTPUT_STRIDES = (8, 16)
 #: ASPP dilation rates per output stride.
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
-#: Published trainable parameter counts (19 classes) per backbone, where one exists for this
-#: exact architecture. Xception-65: TF DeepLab model zoo / arXiv 1802.02611 (41.3M).
-#: MobileNetV2: no published figure for DeepLabV3+ with the full ASPP and decoder (TF DeepLab's
-#: 2.1M is MobileNetV2 with image pooling + 1x1 only and no decoder; the seed's 4.4M ran the
-#: 1280-channel classifier conv at output stride 32).
-REFERENCE_PARAMS: dict[str, float | None] = {"xception": 41.3e6, "mobilenetv2": None}
-#: Published compute at 1024x2048 in G multiply-adds (Xception-65 at output stride 16).
-REFERENCE_GMACS: dict[str, float | None] = {"xception": 418.6, "mobilenetv2": None}
 
 
 def _decoder(
@@ -118,10 +110,24 @@ INFO = ModelInfo(
     size_multiple=16,
     # Both backbones (keras.applications MobileNetV2, TF DeepLab Xception) expect [-1, 1].
     normalization="tf",
-    reference_params=REFERENCE_PARAMS["mobilenetv2"],
-    reference_source="arXiv 1802.02611; TF DeepLab model zoo (Xception-65: 41.3M parameters, "
-    "418.6 G multiply-adds at output stride 16); see REFERENCE_PARAMS",
-    reference_gmacs=REFERENCE_GMACS["mobilenetv2"],
+    # MobileNetV2: no published figure for DeepLabV3+ with the full ASPP and decoder (TF DeepLab's
+    # 2.1M is MobileNetV2 with image pooling + 1x1 only and no decoder; the seed's 4.4M ran the
+    # 1280-channel classifier conv at output stride 32).
+    published={
+        "mobilenetv2": Published(
+            None,
+            None,
+            "no published figure with this decoder (TF DeepLab model zoo: MobileNetV2 "
+            "OS 16 WITHOUT decoder, 2.1M parameters, 21.3 G multiply-adds)",
+        ),
+        "xception": Published(
+            41.3e6,
+            418.6,
+            "arXiv 1802.02611; TF DeepLab model zoo (Xception-65: 41.3M parameters, "
+            "418.6 G multiply-adds at output stride 16)",
+        ),
+    },
+    variant_option="backbone",
     aux_weights=(),
     # TF DeepLab's Cityscapes recipe: SGD momentum 0.9, poly lr 0.01 (power 0.9), weight decay
     # 4e-5, 769x769 crops, batch 8 (the paper: 16 on 8 GPUs; 90k iterations).
@@ -137,5 +143,13 @@ INFO = ModelInfo(
         power=0.9,
     ),
     options=("backbone", "output_stride"),
-    backbone_prefixes=("Conv1", "bn_Conv1", "expanded_conv", "block_", "entry_", "middle_", "exit_"),
+    backbone_prefixes=(
+        "Conv1",
+        "bn_Conv1",
+        "expanded_conv",
+        "block_",
+        "entry_",
+        "middle_",
+        "exit_",
+    ),
 )

@@ -48,7 +48,7 @@ import keras
 from keras import layers, ops
 
 from models.backbones.resnet import RESNETS, resnet_features
-from models.info import ModelInfo, Recipe
+from models.info import ModelInfo, Published, Recipe
 from models.layers import (
     AdaptiveAveragePooling2D,
     check_input_size,
@@ -252,12 +252,19 @@ INFO = ModelInfo(
     builder=build_fastfcn,
     size_multiple=32,
     normalization="caffe",
-    reference_params=None,
-    reference_source=(
-        "FastFCN, arXiv 1903.11816 and github.com/wuhuikai/FastFCN (no published parameter count; "
-        "37.56 fps at 512x512 for ResNet-50 + JPU); Cityscapes val mIoU 77.97/79.26/79.12 "
-        "(EncNet/PSP/ASPP head) from MMSegmentation's configs/fastfcn"
-    ),
+    published={
+        "resnet50": Published(
+            None,
+            None,
+            "FastFCN, arXiv 1903.11816 and github.com/wuhuikai/FastFCN (no published parameter count; "
+            "37.56 fps at 512x512 for ResNet-50 + JPU); Cityscapes val mIoU 77.97/79.26/79.12 "
+            "(EncNet/PSP/ASPP head) from MMSegmentation's configs/fastfcn",
+        ),
+        "resnet101": Published(
+            None, None, "FastFCN, arXiv 1903.11816: no published parameter count for ResNet-101"
+        ),
+    },
+    variant_option="backbone",
     aux_weights=(0.2,),
     # FastFCN repo experiments/segmentation/option.py: SGD, momentum 0.9, weight decay 1e-4,
     # poly, lr 0.01 for Cityscapes at batch 16 (lr = 0.01 / 16 * batch), 240 epochs;

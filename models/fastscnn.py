@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.info import ModelInfo, Recipe
+from models.info import DEFAULT, ModelInfo, Published, Recipe
 from models.layers import (
     AdaptiveAveragePooling2D,
     check_input_size,
@@ -164,9 +164,11 @@ INFO = ModelInfo(
     # The paper trains from scratch and does not state its normalisation; the authors'
     # reference implementations normalise with the ImageNet mean and std.
     normalization="imagenet",
-    reference_params=1.11e6,
-    reference_source="Poudel et al., Fast-SCNN, arXiv 1902.04502, Table 1 and Sec. 4",
-    reference_gmacs=None,
+    published={
+        DEFAULT: Published(
+            1.11e6, None, "Poudel et al., Fast-SCNN, arXiv 1902.04502, Table 1 and Sec. 4"
+        )
+    },
     aux_weights=(0.4, 0.4),
     # SGD momentum 0.9, poly lr from 0.045 (power 0.9), L2 4e-5 (the paper excludes depthwise
     # kernels), batch 12, 1000 epochs on Cityscapes fine at full resolution.

@@ -34,7 +34,7 @@ import keras
 from keras import layers
 
 from models.backbones.hrnet import HRNET_CONFIGS, hrnet_concat, hrnet_features
-from models.info import ModelInfo, Recipe
+from models.info import ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
 
 OCR_MID_CHANNELS = 512
@@ -180,12 +180,22 @@ INFO = ModelInfo(
     builder=build_hrnet_ocr,
     size_multiple=32,
     normalization="imagenet",
-    reference_params=70.3e6,
-    reference_source=(
-        "HRNet-Semantic-Segmentation, HRNet-OCR branch / openseg: HRNetV2-W48 + OCR, about 70.3M "
-        "parameters, Cityscapes val 81.6 / test 82.3 mIoU (HRNetV2-W48 alone: 65.8M, "
-        "696.2 GFLOPs at 1024x2048)"
-    ),
+    published={
+        "w48": Published(
+            70.3e6,
+            None,
+            "HRNet-Semantic-Segmentation, HRNet-OCR branch / openseg: HRNetV2-W48 + OCR, about "
+            "70.3M parameters, Cityscapes val 81.6 / test 82.3 mIoU (HRNetV2-W48 alone: 65.8M, "
+            "696.2 GFLOPs at 1024x2048)",
+        ),
+        "w18": Published(
+            None,
+            None,
+            "no published figure for W18-Small-v2 + OCR (HRNetV2-W18-Small-v2 with "
+            "its plain head: 3.9M parameters, 71.6 GFLOPs)",
+        ),
+    },
+    variant_option="backbone",
     aux_weights=(0.4,),
     # experiments/cityscapes/seg_hrnet_ocr_w48_train_512x1024_sgd_lr1e-2_wd5e-4_bs_12_epoch484:
     # SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly 0.9, 512x1024 crops, 4 GPUs x 3 images,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +26,22 @@ class Recipe:
 
 
 @dataclasses.dataclass(frozen=True)
+class Published:
+    """Published figures of one variant (19 classes), with where they come from."""
+
+    #: Trainable parameters, or None where no figure exists for this exact architecture.
+    params: float | None
+    #: Compute at 1024x2048 in G multiply-adds, or None.
+    gmacs: float | None
+    source: str
+
+
+#: The key of `ModelInfo.published` for models without variants.
+DEFAULT = "default"
+NO_FIGURE = Published(None, None, "no published figure for this variant")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """Metadata beside each builder."""
 
@@ -33,12 +51,9 @@ class ModelInfo:
     size_multiple: int
     #: Name of the normalisation the model's first layer applies (see models.layers).
     normalization: str
-    #: Published trainable parameter count for 19 classes at the default options, or None.
-    reference_params: float | None
-    #: Where the reference figures come from.
-    reference_source: str
-    #: Published compute at 1024x2048 in G multiply-adds, or None.
-    reference_gmacs: float | None = None
+    #: Published figures keyed by variant: the value of `variant_option` (e.g. the backbone),
+    #: or DEFAULT for a model without variants. The first key is the builder's default.
+    published: dict[str, Published]
     #: Loss weights of the auxiliary heads built with aux=True, in output order after the main.
     aux_weights: tuple[float, ...] = ()
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
@@ -46,3 +61,37 @@ class ModelInfo:
     options: tuple[str, ...] = ()
     #: Layer-name prefixes of the pretrained backbone (what train.py --freeze-backbone freezes).
     backbone_prefixes: tuple[str, ...] = ()
+    #: The builder option that selects a variant (e.g. "backbone"), or "" for none.
+    variant_option: str = ""
+
+    @property
+    def default_variant(self) -> str:
+        """The variant the builder builds when no option is given."""
+        return next(iter(self.published))
+
+    def published_for(self, options: dict[str, Any] | None = None) -> Published:
+        """The published figures of the variant that `options` select (other options ignored)."""
+        options = options or {}
+        variant = options.get(self.variant_option) if self.variant_option else None
+        return self.published.get(variant or self.default_variant, NO_FIGURE)
+
+    def variants(self) -> list[dict[str, Any]]:
+        """The option sets of the variants with published entries, the default first."""
+        if not self.variant_option:
+            return [{}]
+        return [{self.variant_option: variant} for variant in self.published]
+
+    @property
+    def reference_params(self) -> float | None:
+        """Published trainable parameters of the default variant."""
+        return self.published_for().params
+
+    @property
+    def reference_gmacs(self) -> float | None:
+        """Published G multiply-adds at 1024x2048 of the default variant."""
+        return self.published_for().gmacs
+
+    @property
+    def reference_source(self) -> str:
+        """Where the default variant's figures come from."""
+        return self.published_for().source

@@ -20,8 +20,9 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 
-def check_input_size(name: str, height: int, width: int, multiple: int,
-                     minimum: int | None = None) -> None:
+def check_input_size(
+    name: str, height: int, width: int, multiple: int, minimum: int | None = None
+) -> None:
     """Raise ValueError naming the nearest valid sizes unless H and W are multiples of `multiple`."""
     minimum = minimum or multiple
     ok = height % multiple == 0 and width % multiple == 0 and min(height, width) >= minimum
@@ -48,8 +49,11 @@ def normalize_input(inputs: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     mean, std = NORMALIZATIONS[mode]
     # Rescaling with per-channel constants (not layers.Normalization, whose mean and variance
     # tf2onnx exports as extra graph inputs instead of folding them in).
-    return layers.Rescaling(scale=[1.0 / s for s in std], offset=[-m / s for m, s in zip(mean, std, strict=True)],
-                            name="input_normalization")(inputs)
+    return layers.Rescaling(
+        scale=[1.0 / s for s in std],
+        offset=[-m / s for m, s in zip(mean, std, strict=True)],
+        name="input_normalization",
+    )(inputs)
 
 
 def logits_output(x: keras.KerasTensor, name: str = "logits") -> keras.KerasTensor:
@@ -57,25 +61,39 @@ def logits_output(x: keras.KerasTensor, name: str = "logits") -> keras.KerasTens
     return layers.Activation("linear", dtype="float32", name=name)(x)
 
 
-def conv_bn_relu(x: keras.KerasTensor, filters: int, kernel_size: int = 3, strides: int = 1,
-                 dilation_rate: int = 1, name: str = "conv", relu: bool = True,
-                 use_bias: bool = False) -> keras.KerasTensor:
+def conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int = 3,
+    strides: int = 1,
+    dilation_rate: int = 1,
+    name: str = "conv",
+    relu: bool = True,
+    use_bias: bool = False,
+) -> keras.KerasTensor:
     """Conv2D ('same' padding) -> BatchNorm -> ReLU, layers named `{name}`, `{name}_bn`, `{name}_relu`."""
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                      dilation_rate=dilation_rate, use_bias=use_bias, name=name)(x)
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation_rate,
+        use_bias=use_bias,
+        name=name,
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
 
 
-def resize_to(x: keras.KerasTensor, size: tuple[int, int], name: str,
-              interpolation: str = "bilinear") -> keras.KerasTensor:
+def resize_to(
+    x: keras.KerasTensor, size: tuple[int, int], name: str, interpolation: str = "bilinear"
+) -> keras.KerasTensor:
     """Resize a feature map to a static (H, W) known at build time (half-pixel centres)."""
     if tuple(int(s) for s in x.shape[1:3]) == tuple(size):
         return x
-    return layers.Resizing(int(size[0]), int(size[1]), interpolation=interpolation,
-                           name=name)(x)
+    return layers.Resizing(int(size[0]), int(size[1]), interpolation=interpolation, name=name)(x)
 
 
 def adaptive_pool_matrix(in_size: int, bins: int) -> list[list[float]]:
@@ -147,6 +165,7 @@ class MaxPoolingWithArgmax2D(layers.Layer):
                 raise ValueError(f"{self.name} needs an even height and width; got {input_shape!r}")
 
     def call(self, inputs):
+        # TensorFlow only on the paths that need it
         import tensorflow as tf
 
         return tf.nn.max_pool_with_argmax(
@@ -185,6 +204,7 @@ class MaxUnpooling2D(layers.Layer):
     """
 
     def call(self, inputs):
+        # TensorFlow only on the paths that need it
         import tensorflow as tf
 
         values, indices = inputs
@@ -195,7 +215,9 @@ class MaxUnpooling2D(layers.Layer):
         row = tf.math.floormod(tf.math.floordiv(position, width), 2)
         offset = 2 * row + column
         zero = tf.zeros((), values.dtype)  # a scalar: a full-size zeros tensor would be folded
-        parts = [tf.where(tf.equal(offset, k), values, zero) for k in range(4)]  # into the ONNX file
+        parts = [
+            tf.where(tf.equal(offset, k), values, zero) for k in range(4)
+        ]  # into the ONNX file
         top = tf.stack(parts[:2], axis=3)  # (N, h, w, 2, C): dx in axis 3
         bottom = tf.stack(parts[2:], axis=3)
         full = tf.stack([top, bottom], axis=2)  # (N, h, 2, w, 2, C): dy in axis 2
@@ -213,21 +235,36 @@ class MaxUnpooling2D(layers.Layer):
 NORMALIZATIONS["caffe"] = ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0))
 
 
-def separable_conv_bn_relu(x: keras.KerasTensor, filters: int, kernel_size: int = 3,
-                           dilation_rate: int = 1, name: str = "sepconv") -> keras.KerasTensor:
+def separable_conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: int = 3,
+    dilation_rate: int = 1,
+    name: str = "sepconv",
+) -> keras.KerasTensor:
     """Depthwise (dilated) conv -> BN -> ReLU -> 1x1 conv -> BN -> ReLU, DeepLabV3+ style.
 
     Layers are named `{name}_depthwise`, `{name}_depthwise_bn`, `{name}_pointwise`, ...
     """
-    x = layers.DepthwiseConv2D(kernel_size, padding="same", dilation_rate=dilation_rate,
-                               use_bias=False, name=f"{name}_depthwise")(x)
+    x = layers.DepthwiseConv2D(
+        kernel_size,
+        padding="same",
+        dilation_rate=dilation_rate,
+        use_bias=False,
+        name=f"{name}_depthwise",
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
     x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
     return conv_bn_relu(x, filters, 1, name=f"{name}_pointwise")
 
 
-def aspp(x: keras.KerasTensor, filters: int = 256, rates: tuple[int, ...] = (6, 12, 18),
-         dropout: float = 0.1, name: str = "aspp") -> keras.KerasTensor:
+def aspp(
+    x: keras.KerasTensor,
+    filters: int = 256,
+    rates: tuple[int, ...] = (6, 12, 18),
+    dropout: float = 0.1,
+    name: str = "aspp",
+) -> keras.KerasTensor:
     """Atrous spatial pyramid pooling (DeepLabV3/V3+) on a feature map of static size.
 
     Branches: image pooling (global average -> 1x1 -> BN/ReLU -> upsampled to the feature size,

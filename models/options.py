@@ -1,21 +1,38 @@
-"""The model options every model-building script takes on its command line, and their values."""
+"""The model options every model-building script takes on its command line, and their values.
+
+Imports no Keras, so a script's `--help` and its usage errors stay instant; the registry test
+checks that MODEL_NAMES names exactly the registered models.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from utils.cli import parse_target_size, quiet_tensorflow
+from utils.cli import parse_target_size
+
+#: The names of `models.MODELS`, for argparse choices without importing Keras.
+MODEL_NAMES = (
+    "bayes_segnet",
+    "deeplabv3+",
+    "fastfcn",
+    "fastscnn",
+    "hrnet_ocr",
+    "separable_unet",
+    "unet",
+)
 
 
-def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs."""
-    quiet_tensorflow()
-    from models import MODELS  # Keras is imported only by the scripts that build models
+def add_model_args(
+    parser: argparse.ArgumentParser, required: bool = True, target_size_help: str | None = None
+) -> None:
+    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs.
 
+    `target_size_help` replaces the help of -t for a script whose default size is its own.
+    """
     group = parser.add_argument_group("model")
     group.add_argument(
-        "-m", "--model", required=required, choices=sorted(MODELS), help="model to build"
+        "-m", "--model", required=required, choices=MODEL_NAMES, help="model to build"
     )
     group.add_argument(
         "--backbone",
@@ -42,7 +59,8 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> No
         "--target-size",
         type=parse_target_size,
         default=None,
-        help="input size H,W or H,W,C (default: the model's recipe crop "
+        help=target_size_help
+        or "input size H,W or H,W,C (default: the model's recipe crop "
         "for training, 1024,2048 for inference)",
     )
 

@@ -19,7 +19,7 @@ import os
 import keras
 from keras import layers
 
-from models.info import ModelInfo, Recipe
+from models.info import DEFAULT, ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input
 from models.loading import load_weights_option
 
@@ -90,10 +90,14 @@ INFO = ModelInfo(
     normalization="unit",
     # No published figure for this rebuilt design (911,379 trainable parameters measured);
     # the seed's shallower variant had 0.35M.
-    reference_params=None,
-    reference_source="seed project (SkyWa7ch3r/ImageSegmentation) README: 0.35M params, "
-    "23.3 val mIoU at 512x1024, for its shallower variant; this design is deeper (1/32)",
-    reference_gmacs=None,
+    published={
+        DEFAULT: Published(
+            None,
+            None,
+            "seed project (SkyWa7ch3r/ImageSegmentation) README: 0.35M params, "
+            "23.3 val mIoU at 512x1024, for its shallower variant; this design is deeper (1/32)",
+        )
+    },
     # The seed trained its light models with Adam; 512x1024 crops as in its reported result.
     recipe=Recipe(
         optimizer="adam",

@@ -26,7 +26,7 @@ import os
 import keras
 from keras import layers
 
-from models.info import ModelInfo, Recipe
+from models.info import DEFAULT, ModelInfo, Published, Recipe
 from models.layers import check_input_size, logits_output, normalize_input
 from models.loading import load_weights_option
 
@@ -100,10 +100,14 @@ INFO = ModelInfo(
     builder=build_unet,
     size_multiple=SIZE_MULTIPLE,
     normalization="imagenet",
-    reference_params=31.0e6,
-    reference_source="Ronneberger et al. 2015 (arXiv 1505.04597); 31.0M params and about "
-    "1.5 T multiply-adds at 1024x2048 measured on zhixuhao/unet's design (REFERENCE.md)",
-    reference_gmacs=1500.0,
+    published={
+        DEFAULT: Published(
+            31.0e6,
+            1500.0,
+            "Ronneberger et al. 2015 (arXiv 1505.04597); 31.0M params and about "
+            "1.5 T multiply-adds at 1024x2048 measured on zhixuhao/unet's design (REFERENCE.md)",
+        )
+    },
     # The paper trains with SGD, momentum 0.99 (its batches are single large tiles); it gives
     # no learning rate. We keep momentum 0.99 and take lr 1e-3 so that lr / (1 - momentum)
     # equals the usual 0.01 / (1 - 0.9); 512x1024 crops of batch 4 fit a 16 GB GPU.

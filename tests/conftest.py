@@ -65,4 +65,3 @@ def run_cli(repo_root: Path):
         return proc
 
     return run
-

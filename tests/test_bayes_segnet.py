@@ -22,6 +22,7 @@ def reference_unpool(pooled: np.ndarray, indices: np.ndarray, shape: tuple) -> n
     return out
 
 
+@pytest.mark.slow
 def test_pool_unpool_exact_on_a_full_resolution_tensor() -> None:
     """1x1024x2048x64: where the seed's float32 indices misplaced 37M of 134M values."""
     shape = (1, 1024, 2048, 64)

@@ -1,4 +1,4 @@
-"""Tests of benchmark.py: the table and files, the derived figures, the subcommands, bad input."""
+"""Tests of benchmark.py and bench/: the table and files, derived figures, subcommands, bad input."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 import benchmark
+from bench import report as bench_report
 
 MODELS = ["separable_unet", "fastscnn"]
 SIZE = (64, 128)
@@ -45,6 +46,7 @@ def report(run_dir):
     return json.loads((run_dir / "benchmark.json").read_text())
 
 
+@pytest.mark.slow
 def test_files_are_written(run_dir):
     for ext in ("md", "csv", "json", "png"):
         path = run_dir / f"benchmark.{ext}"
@@ -53,6 +55,7 @@ def test_files_are_written(run_dir):
     assert not list(run_dir.glob(".*tmp*")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_every_model_and_backend_has_a_row(report):
     rows = report["rows"]
     assert [(r["model"], r["backend"]) for r in rows] == [
@@ -67,6 +70,7 @@ def test_every_model_and_backend_has_a_row(report):
         assert row["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_results_name_machine_versions_and_command(report, run_dir):
     meta = report["meta"]
     assert meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1
@@ -79,9 +83,10 @@ def test_results_name_machine_versions_and_command(report, run_dir):
         assert f"| {model} |" in md
 
 
+@pytest.mark.slow
 def test_params_and_compute_match_the_model(report):
+    from bench.flops import model_macs
     from models import build_model, count_params
-    from utils.flops import model_macs
 
     for name in MODELS:
         model = build_model(name, (*SIZE, 3))
@@ -92,6 +97,7 @@ def test_params_and_compute_match_the_model(report):
             assert row["gflops"] == pytest.approx(2 * row["gmacs"])
 
 
+@pytest.mark.slow
 def test_percent_of_peak_is_consistent_with_peak_and_gflops(report):
     """% peak = GFLOPs per batch / mean latency / the peak measured in the same run."""
     meta = report["meta"]
@@ -114,6 +120,7 @@ def test_percent_of_peak_is_consistent_with_peak_and_gflops(report):
         assert row["images_per_s"] == pytest.approx(row["batch"] * 1e3 / row["mean_ms"])
 
 
+@pytest.mark.slow
 def test_speedup_and_overhead_are_consistent(report):
     rows = {(r["name"], r["backend"]): r for r in report["rows"]}
     for name in MODELS:
@@ -125,6 +132,7 @@ def test_speedup_and_overhead_are_consistent(report):
             assert row["overhead_pct"] == pytest.approx(100 * overhead_ms / row["mean_ms"])
 
 
+@pytest.mark.slow
 def test_csv_matches_json(report, run_dir):
     with open(run_dir / "benchmark.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -135,14 +143,30 @@ def test_csv_matches_json(report, run_dir):
         assert float(got["pct_of_peak"]) == pytest.approx(want["pct_of_peak"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_accuracy_plot_when_evaluate_results_exist(report, run_dir, tmp_path):
     (tmp_path / "fastscnn_val.json").write_text(
         json.dumps({"model": "fastscnn", "averageScoreClasses": 0.42})
     )
-    assert benchmark.load_accuracy_results(tmp_path) == {"fastscnn": 0.42}
-    paths = benchmark.write_reports(report, tmp_path, "benchmark")
+    assert bench_report.load_accuracy_results(tmp_path) == {"fastscnn": 0.42}
+    paths = bench_report.write_reports(report, tmp_path, "benchmark")
     assert paths["accuracy_png"].read_bytes()[:4] == b"\x89PNG"
     assert not (run_dir / "benchmark_accuracy.png").exists()
+
+
+def test_rows_round_trip_and_csv_columns_are_row_fields():
+    from bench.rows import CSV_COLUMNS, FIELDS, Row, job_rows
+
+    rows = job_rows("deeplabv3+", {"backbone": "xception"}, SIZE, 2, ["tf", "onnxruntime"], "fp32")
+    assert [(r.model, r.layout) for r in rows] == [
+        ("deeplabv3+:backbone=xception", "NHWC"),
+        ("deeplabv3+:backbone=xception", "NHWC"),
+    ]
+    rows[1].record({"status": "ok", "mean_ms": 2.5, "providers": ["CPUExecutionProvider"]})
+    assert Row.from_dict(json.loads(json.dumps(rows[1].as_dict()))) == rows[1]
+    assert set(CSV_COLUMNS) <= FIELDS
+    with pytest.raises(ValueError, match="no field"):
+        rows[0].record({"mean": 1.0})
 
 
 @pytest.mark.parametrize(
@@ -173,6 +197,7 @@ def test_models_lists_the_registry(capsys):
         assert name in out
 
 
+@pytest.mark.slow
 def test_models_params_counts_and_writes(tmp_path, capsys):
     from models import build_model, count_params
 
@@ -200,13 +225,16 @@ def test_models_params_counts_and_writes(tmp_path, capsys):
 
 
 def test_model_variants_cover_both_backbones():
-    assert [v["backbone"] for v in benchmark.model_variants("deeplabv3+")] == [
+    from models import get_info
+
+    assert [v["backbone"] for v in get_info("deeplabv3+").variants()] == [
         "mobilenetv2",
         "xception",
     ]
-    assert benchmark.model_variants("fastscnn") == [{}]
+    assert get_info("fastscnn").variants() == [{}]
 
 
+@pytest.mark.slow
 def test_data_subcommand(synthetic_root, tmp_path):
     argv = [
         "data",
@@ -232,6 +260,7 @@ def test_data_subcommand(synthetic_root, tmp_path):
     assert "Machine:" in (tmp_path / "benchmark_data.md").read_text()
 
 
+@pytest.mark.slow
 def test_eval_subcommand(synthetic_root, tmp_path):
     work = tmp_path / "root"
     shutil.copytree(synthetic_root, work)
@@ -245,6 +274,7 @@ def test_eval_subcommand(synthetic_root, tmp_path):
     assert "speed-up over the official script" in page and "Machine:" in page
 
 
+@pytest.mark.slow
 def test_train_subcommand(tmp_path):
     argv = [
         "train",
@@ -266,6 +296,7 @@ def test_train_subcommand(tmp_path):
     assert row["model"] == "fastscnn" and row["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_slow_onnxruntime_rows_are_profiled(report, run_dir):
     """--profile auto explains every onnxruntime row below half the dense peak seen so far."""
     meta = report["meta"]

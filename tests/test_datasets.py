@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,8 +10,9 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import id2label, labels, trainId2label
 
+from datasets import augment, options, pipeline, synthetic
 from datasets import cityscapes as cs
-from datasets import synthetic
+from utils.labels import CLASS_NAMES, ID_TO_TRAIN_ID, NUM_CLASSES, TRAIN_ID_TO_ID
 
 
 def _copy_tree(src: Path, dst: Path) -> Path:
@@ -25,7 +24,7 @@ def _copy_tree(src: Path, dst: Path) -> Path:
 
 
 def test_id_to_train_id_matches_cityscapesscripts_for_every_id() -> None:
-    lut = cs.id_to_train_id_lut()
+    lut = ID_TO_TRAIN_ID
     for label in labels:
         if label.id < 0:
             continue
@@ -36,11 +35,11 @@ def test_id_to_train_id_matches_cityscapesscripts_for_every_id() -> None:
 
 
 def test_train_id_to_id_matches_cityscapesscripts() -> None:
-    lut = cs.train_id_to_id_lut()
+    lut = TRAIN_ID_TO_ID
     for train_id in range(19):
         assert lut[train_id] == trainId2label[train_id].id
-    assert cs.class_names()[0] == "road" and cs.class_names()[18] == "bicycle"
-    assert len(cs.class_names()) == cs.NUM_CLASSES
+    assert CLASS_NAMES[0] == "road" and CLASS_NAMES[18] == "bicycle"
+    assert len(CLASS_NAMES) == NUM_CLASSES
 
 
 def test_read_label_maps_ids_and_keeps_train_id_files(tmp_path: Path) -> None:
@@ -113,7 +112,7 @@ def test_label_train_ids_files_are_preferred(tmp_path: Path, synthetic_root: Pat
 
 def test_training_pipeline_shapes_dtypes_and_ranges(synthetic_root: Path) -> None:
     samples = cs.find_samples(synthetic_root, "train")
-    ds = cs.build_dataset(samples, batch_size=2, crop_size=(64, 96), training=True, seed=0)
+    ds = pipeline.build_dataset(samples, batch_size=2, crop_size=(64, 96), training=True, seed=0)
     batches = list(ds)
     assert len(batches) == 2  # 4 images, drop_remainder when training
     for images, labels_ in batches:
@@ -125,7 +124,7 @@ def test_training_pipeline_shapes_dtypes_and_ranges(synthetic_root: Path) -> Non
 
 def test_evaluation_pipeline_resizes_and_keeps_order(synthetic_root: Path) -> None:
     samples = cs.find_samples(synthetic_root, "val")
-    ds = cs.build_dataset(samples, batch_size=2, crop_size=(64, 128), training=False)
+    ds = pipeline.build_dataset(samples, batch_size=2, crop_size=(64, 128), training=False)
     batches = list(ds)
     assert [b[0].shape[0] for b in batches] == [2, 1]  # nothing dropped
     first = cs.load_pair(samples[0])[1]
@@ -137,7 +136,7 @@ def test_pipeline_is_repeatable_with_a_seed(synthetic_root: Path) -> None:
     samples = cs.find_samples(synthetic_root, "train")
 
     def run(seed: int, epoch: int = 0) -> list[np.ndarray]:
-        ds = cs.build_dataset(samples, 1, (64, 96), training=True, seed=seed, epoch=epoch)
+        ds = pipeline.build_dataset(samples, 1, (64, 96), training=True, seed=seed, epoch=epoch)
         return [img.numpy() for img, _ in ds]
 
     a, b, c, d = run(7), run(7), run(8), run(7, epoch=1)
@@ -150,7 +149,7 @@ def test_zoom_out_pads_labels_with_ignore() -> None:
     image = np.full((40, 80, 3), 200, np.uint8)
     label = np.full((40, 80), 3, np.uint8)
     rng = np.random.default_rng(0)
-    img, lab = cs.scale_crop(image, label, (64, 128), 0.5, rng)
+    img, lab = augment.scale_crop(image, label, (64, 128), 0.5, rng)
     assert img.shape == (64, 128, 3) and lab.shape == (64, 128)
     assert (lab == 3).sum() == 20 * 40 and (lab == 255).sum() == 64 * 128 - 800
     assert (img[lab == 255] == 0).all() and (img[lab == 3] == 200).all()
@@ -163,8 +162,8 @@ def test_augmentation_keeps_image_and_label_aligned(seed: int) -> None:
     blocks = rng.integers(0, 19, size=(16, 32)).astype(np.uint8)
     label = np.kron(blocks, np.ones((16, 16), np.uint8))
     image = np.repeat((label * 12)[..., None], 3, axis=2)
-    aug = cs.Augment(photometric=False)
-    img, lab = cs.augment_pair(image, label, (128, 192), seed=seed, aug=aug)
+    aug = augment.Augment(photometric=False)
+    img, lab = augment.augment_pair(image, label, (128, 192), seed=seed, aug=aug)
     # Away from block borders (where bilinear filtering blends colours) every pixel's colour
     # must decode to its label exactly; a shift of even one pixel would break this.
     kernel = np.ones((3, 3), np.uint8)
@@ -179,21 +178,23 @@ def test_augmentation_keeps_image_and_label_aligned(seed: int) -> None:
 
 def test_colour_jitter_changes_colours_not_geometry() -> None:
     ramp = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (8, 1, 3))  # a grey ramp
-    matrix = cs.jitter_matrix(np.random.default_rng(1), cs.Augment())
+    matrix = augment.jitter_matrix(np.random.default_rng(1), augment.Augment())
     out = cv2.transform(ramp, matrix)
     assert out.shape == ramp.shape and out.dtype == np.uint8 and not (out == ramp).all()
     # Saturation mixing keeps grey grey; contrast and brightness keep the ramp's order.
     assert (np.abs(out[..., 0].astype(int) - out[..., 2]) <= 1).all()
     assert (np.diff(out[0, :, 0].astype(int)) >= 0).all()
     # Against the affine map computed in float64.
-    expected = np.clip(ramp.astype(np.float64) @ matrix[:, :3].T.astype(np.float64) + matrix[:, 3], 0, 255)
+    expected = np.clip(
+        ramp.astype(np.float64) @ matrix[:, :3].T.astype(np.float64) + matrix[:, 3], 0, 255
+    )
     assert np.abs(out - np.round(expected)).max() <= 1
 
 
 def test_saturation_jitter_mixes_towards_grey() -> None:
-    aug = cs.Augment(brightness=0, contrast=0, saturation=0.5)
+    aug = augment.Augment(brightness=0, contrast=0, saturation=0.5)
     rng = np.random.default_rng(0)
-    matrix = cs.jitter_matrix(rng, aug)
+    matrix = augment.jitter_matrix(rng, aug)
     red = np.zeros((1, 1, 3), np.uint8)
     red[..., 0] = 200
     out = cv2.transform(red, matrix)[0, 0].astype(int)
@@ -212,11 +213,19 @@ def test_flip_colour_and_label_mapping_commute_with_scale_crop(scale: float) -> 
     label = np.kron(blocks, np.ones((16, 16), np.uint8))
     image = cv2.GaussianBlur(rng.integers(40, 200, (128, 256, 3)).astype(np.uint8), (9, 9), 3)
     matrix = np.array([[1.1, 0, 0, -5], [0, 0.9, 0, 8], [0, 0, 1.0, 3]], np.float32)
-    lut = cs.id_to_train_id_lut()
-    plain_img, plain_lab = cs.scale_crop(image, label, (96, 160), scale, np.random.default_rng(3))
-    img, lab = cs.scale_crop(
-        image, label, (96, 160), scale, np.random.default_rng(3),
-        flip=True, colour=matrix, label_lut=lut,
+    lut = ID_TO_TRAIN_ID
+    plain_img, plain_lab = augment.scale_crop(
+        image, label, (96, 160), scale, np.random.default_rng(3)
+    )
+    img, lab = augment.scale_crop(
+        image,
+        label,
+        (96, 160),
+        scale,
+        np.random.default_rng(3),
+        flip=True,
+        colour=matrix,
+        label_lut=lut,
     )
     content = cv2.flip(plain_lab, 1) != 255
     expected_lab = np.where(content, lut[cv2.flip(plain_lab, 1)], 255)
@@ -235,13 +244,13 @@ def test_overwrite_gives_the_same_crop_and_plain_calls_leave_inputs_alone(scale:
     options = {
         "flip": True,
         "colour": np.array([[1.1, 0, 0, -5], [0, 0.9, 0, 8], [0, 0, 1.0, 3]], np.float32),
-        "label_lut": cs.id_to_train_id_lut(),
+        "label_lut": ID_TO_TRAIN_ID,
     }
     kept_image, kept_label = image.copy(), label.copy()
-    plain = cs.scale_crop(image, label, (96, 160), scale, np.random.default_rng(5), **options)
+    plain = augment.scale_crop(image, label, (96, 160), scale, np.random.default_rng(5), **options)
     np.testing.assert_array_equal(image, kept_image)
     np.testing.assert_array_equal(label, kept_label)
-    in_place = cs.scale_crop(
+    in_place = augment.scale_crop(
         image, label, (96, 160), scale, np.random.default_rng(5), overwrite=True, **options
     )
     for a, b in zip(plain, in_place, strict=True):
@@ -255,8 +264,8 @@ def test_label_ids_mapped_after_cropping_equal_mapped_first(synthetic_root: Path
     image, ids = cs.load_pair(sample, map_ids=False)
     _, train = cs.load_pair(sample)
     for seed in range(4):
-        a = cs.augment_pair(image, train, (96, 160), seed)
-        b = cs.augment_pair(image, ids, (96, 160), seed, label_lut=cs.id_to_train_id_lut())
+        a = augment.augment_pair(image, train, (96, 160), seed)
+        b = augment.augment_pair(image, ids, (96, 160), seed, label_lut=ID_TO_TRAIN_ID)
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
 
@@ -266,7 +275,7 @@ def test_sharding_splits_files_without_overlap(synthetic_root: Path) -> None:
     shards = [cs.shard_samples(samples, 3, i) for i in range(3)]
     names = [s.name for shard in shards for s in shard]
     assert sorted(names) == sorted(s.name for s in samples) and len(set(names)) == len(names)
-    ds = cs.build_dataset(samples, 1, None, training=False, shard=(3, 1))
+    ds = pipeline.build_dataset(samples, 1, None, training=False, shard=(3, 1))
     assert sum(1 for _ in ds) == len(shards[1])
     with pytest.raises(ValueError, match="shard index"):
         cs.shard_samples(samples, 2, 2)
@@ -326,22 +335,22 @@ def test_read_png_names_missing_truncated_and_non_png_files(tmp_path: Path) -> N
 def test_no_path_and_no_environment_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
     with pytest.raises(ValueError, match="CITYSCAPES_DATASET.*--synthetic"):
-        cs.resolve_root(None)
+        options.resolve_root(None)
 
 
 def test_environment_variable_is_used(
     monkeypatch: pytest.MonkeyPatch, synthetic_root: Path
 ) -> None:
     monkeypatch.setenv("CITYSCAPES_DATASET", str(synthetic_root))
-    assert cs.resolve_root(None) == synthetic_root
+    assert options.resolve_root(None) == synthetic_root
 
 
 def test_missing_root_and_missing_folders(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        cs.resolve_root(tmp_path / "nowhere")
+        options.resolve_root(tmp_path / "nowhere")
     (tmp_path / "leftImg8bit").mkdir()
     with pytest.raises(ValueError, match="no gtFine folder"):
-        cs.resolve_root(tmp_path)
+        options.resolve_root(tmp_path)
 
 
 def test_empty_split(tmp_path: Path) -> None:
@@ -375,7 +384,7 @@ def test_corrupt_png_is_named_at_first_read(tmp_path: Path, synthetic_root: Path
     sample.image.write_bytes(data[: len(data) // 3])  # truncated
     with pytest.raises(ValueError, match=sample.image.name):
         cs.load_pair(sample)
-    ds = cs.build_dataset(cs.find_samples(root, "val"), 1, None, training=False)
+    ds = pipeline.build_dataset(cs.find_samples(root, "val"), 1, None, training=False)
     with pytest.raises(Exception, match=sample.image.name):
         list(ds)
 
@@ -394,7 +403,7 @@ def test_skip_bad_leaves_the_file_out(
     root = _copy_tree(synthetic_root, tmp_path / "cs")
     samples = cs.find_samples(root, "val")
     samples[1].label.write_bytes(b"not a png")
-    ds = cs.build_dataset(
+    ds = pipeline.build_dataset(
         samples, 1, crop, training=training, seed=0, cache=cache, skip_bad=True
     )
     with caplog.at_level("WARNING"):
@@ -424,18 +433,16 @@ def test_label_of_another_size(tmp_path: Path, synthetic_root: Path) -> None:
         cs.load_pair(sample)
 
 
+@pytest.mark.slow
 def test_check_cli_bad_input_exits_2_with_one_line(
-    tmp_path: Path, synthetic_root: Path, repo_root: Path
+    tmp_path: Path, synthetic_root: Path, run_cli
 ) -> None:
     root = _copy_tree(synthetic_root, tmp_path / "cs")
     sample = cs.find_samples(root, "val")[2]
     sample.label.write_bytes(b"\x89PNG broken")
-    cmd = [sys.executable, "-m", "datasets.cityscapes", "-p", str(root), "--split", "val"]
-    result = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=120)
+    result = run_cli("-m", "datasets.cityscapes", "-p", str(root), "--split", "val", timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and sample.label.name in lines[0]
-    ok = subprocess.run(
-        cmd[:4] + [str(synthetic_root)], cwd=repo_root, capture_output=True, text=True, timeout=120
-    )
+    ok = run_cli("-m", "datasets.cityscapes", "-p", str(synthetic_root), timeout=120)
     assert ok.returncode == 0 and "4 images read without error" in ok.stdout

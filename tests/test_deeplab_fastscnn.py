@@ -130,7 +130,7 @@ def test_xception_params_match_reference():
     # Parameter counts do not depend on the input size: count at a small one.
     small = models.build_model("deeplabv3+", (64, 64, 3), backbone="xception")
     params = models.count_params(small)
-    reference = deeplabv3plus.REFERENCE_PARAMS["xception"]
+    reference = deeplabv3plus.INFO.published["xception"].params
     assert reference == pytest.approx(41.3e6)
     assert abs(params - reference) / reference < 0.05, params
     os8 = models.build_model("deeplabv3+", (64, 64, 3), backbone="xception", output_stride=8)

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from utils.distribute import DistributeInfo, make_cluster_resolver, resolve_mode
+from training.distribute import DistributeInfo, make_cluster_resolver, resolve_mode
 
 # One training script for both sides of the comparison: run as two TF_CONFIG workers with a
 # per-replica batch of 2, and as one plain process with the same global batch of 4. The model has
@@ -25,13 +25,13 @@ WORKER = textwrap.dedent("""
 
     sys.path.insert(0, sys.argv[1])
     mode, out = sys.argv[2], sys.argv[3]
-    from utils.distribute import make_strategy
+    from training.distribute import make_strategy
 
     strategy, info = make_strategy(mode)
     import keras
     import tensorflow as tf
 
-    from utils.training import Trainer, make_optimizer
+    from training.trainer import Trainer, make_optimizer
 
     GLOBAL_BATCH, STEPS = 4, 3
     rng = np.random.default_rng(0)
@@ -74,6 +74,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_workers_match_each_other_and_one_process(tmp_path, repo_root):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -221,6 +222,7 @@ def free_port_pair() -> int:
     raise RuntimeError("no pair of free ports")
 
 
+@pytest.mark.slow
 def test_train_cli_two_slurm_tasks_on_localhost(tmp_path, repo_root, synthetic_root):
     """train.py as two SLURM tasks of one node: only the chief prints and writes."""
     out = tmp_path / "run"

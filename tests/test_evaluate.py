@@ -1,4 +1,4 @@
-"""evaluate.py and utils.cityscapes_eval against cityscapesscripts' own evaluation, run in-process."""
+"""evaluate.py, evaluation.cityscapes_eval and bench.eval against cityscapesscripts' evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import cityscapes_eval as ce
+import bench.eval as eval_bench
+import evaluation.report as eval_report
+from evaluation import cityscapes_eval as ce
 
 RNG_SEED = 7
 NOISE_IDS = np.array([7, 8, 11, 12, 17, 19, 20, 21, 23, 24, 25, 26, 27, 29, 32, 33], np.uint8)
@@ -116,16 +118,6 @@ def predictions(eval_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return folder
 
 
-def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(repo_root / "evaluate.py"), *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_library_matches_official(eval_tree, predictions, tmp_path, monkeypatch):
     pairs = ce.match_predictions(predictions, ce.ground_truth_files(eval_tree, "val"))
     ours = ce.evaluate_pairs(pairs, workers=2)
@@ -141,12 +133,13 @@ def test_library_matches_official(eval_tree, predictions, tmp_path, monkeypatch)
     assert json.dumps(ce.evaluate_pairs(pairs, workers=1)) == json.dumps(ours)
 
 
+@pytest.mark.slow
 def test_cli_matches_official_and_writes_outputs(
-    eval_tree, predictions, tmp_path, monkeypatch, repo_root
+    eval_tree, predictions, tmp_path, monkeypatch, run_cli
 ):
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "evaluate.py",
         "--predictions",
         str(predictions),
         "-p",
@@ -158,10 +151,10 @@ def test_cli_matches_official_and_writes_outputs(
         "--no-progress",
     )
     assert done.returncode == 0, done.stderr
-    ours = json.loads((out / ce.RESULT_JSON).read_text())
+    ours = json.loads((out / eval_report.RESULT_JSON).read_text())
     pairs = ce.match_predictions(predictions, ce.ground_truth_files(eval_tree, "val"))
     _assert_same(ours, _official(pairs, tmp_path, monkeypatch))
-    report = (out / ce.RESULT_MARKDOWN).read_text()
+    report = (out / eval_report.RESULT_MARKDOWN).read_text()
     assert "| classes | IoU | nIoU |" in report and "| categories | IoU | nIoU |" in report
     assert (
         f"| car | {ours['classScores']['car']:.3f} | {ours['classInstScores']['car']:.3f} |"
@@ -169,10 +162,11 @@ def test_cli_matches_official_and_writes_outputs(
     )
     assert "| terrain | nan | nan |" in report
     assert "void" not in report  # a category of ignored labels only is not listed
-    plot = cv2.imread(str(out / ce.RESULT_PLOT))
+    plot = cv2.imread(str(out / eval_report.RESULT_PLOT))
     assert plot is not None and plot.shape[2] == 3
 
 
+@pytest.mark.slow
 def test_no_tensorflow_on_the_png_path(eval_tree, predictions, tmp_path):
     code = (
         "import sys, evaluate; "
@@ -190,7 +184,8 @@ def test_no_tensorflow_on_the_png_path(eval_tree, predictions, tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_train_id_predictions(eval_tree, predictions, tmp_path, monkeypatch, repo_root):
+@pytest.mark.slow
+def test_train_id_predictions(eval_tree, predictions, tmp_path, monkeypatch, run_cli):
     from cityscapesscripts.helpers.labels import labels
 
     to_train = np.full(256, 255, np.uint8)
@@ -207,8 +202,8 @@ def test_train_id_predictions(eval_tree, predictions, tmp_path, monkeypatch, rep
         cv2.imwrite(str(train_dir / pred.name), train)
         cv2.imwrite(str(back_dir / pred.name), to_id[train])  # void (255) -> 0, unlabeled
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "evaluate.py",
         "--predictions",
         str(train_dir),
         "-p",
@@ -221,7 +216,8 @@ def test_train_id_predictions(eval_tree, predictions, tmp_path, monkeypatch, rep
     assert done.returncode == 0, done.stderr
     pairs = ce.match_predictions(back_dir, ce.ground_truth_files(eval_tree, "val"))
     _assert_same(
-        json.loads((out / ce.RESULT_JSON).read_text()), _official(pairs, tmp_path, monkeypatch)
+        json.loads((out / eval_report.RESULT_JSON).read_text()),
+        _official(pairs, tmp_path, monkeypatch),
     )
 
 
@@ -241,7 +237,8 @@ def test_predict_results_folder_and_palette_png(eval_tree, predictions, tmp_path
     _assert_same(ce.evaluate_pairs(pairs, workers=1), _official(pairs, tmp_path, monkeypatch))
 
 
-def test_model_path(eval_tree, tmp_path, repo_root):
+@pytest.mark.slow
+def test_model_path(eval_tree, tmp_path, run_cli):
     import keras
 
     from models import build_model
@@ -250,8 +247,8 @@ def test_model_path(eval_tree, tmp_path, repo_root):
     build_model("separable_unet", (64, 128, 3)).save_weights(weights)
     keras.backend.clear_session()
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "evaluate.py",
         "-m",
         "separable_unet",
         "-w",
@@ -267,22 +264,22 @@ def test_model_path(eval_tree, tmp_path, repo_root):
         "--no-progress",
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((out / ce.RESULT_JSON).read_text())
+    result = json.loads((out / eval_report.RESULT_JSON).read_text())
     gts = ce.ground_truth_files(eval_tree, "val")
     assert np.asarray(result["confMatrix"]).sum() == len(gts) * 128 * 256  # at full size
     assert 0.0 <= result["averageScoreClasses"] <= 1.0
 
 
 def _bad(
-    tmp_path: Path, predictions: Path, eval_tree: Path, repo_root: Path, change, *extra: str
+    tmp_path: Path, predictions: Path, eval_tree: Path, run_cli, change, *extra: str
 ) -> tuple[str, Path]:
     """Copy the predictions, apply `change(folder)`, run evaluate.py: exit 2 with one line."""
     folder = tmp_path / "bad"
     shutil.copytree(predictions, folder)
     culprit = change(folder)
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "evaluate.py",
         "--predictions",
         str(folder),
         "-p",
@@ -295,7 +292,7 @@ def _bad(
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert not (out / ce.RESULT_JSON).exists()
+    assert not (out / eval_report.RESULT_JSON).exists()
     return lines[0], culprit
 
 
@@ -342,6 +339,7 @@ def _empty(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "change, expected",
     [
@@ -353,15 +351,16 @@ def _empty(folder: Path) -> Path:
         (_empty, "holds no PNG files"),
     ],
 )
-def test_bad_predictions(change, expected, tmp_path, predictions, eval_tree, repo_root):
-    line, culprit = _bad(tmp_path, predictions, eval_tree, repo_root, change)
+def test_bad_predictions(change, expected, tmp_path, predictions, eval_tree, run_cli):
+    line, culprit = _bad(tmp_path, predictions, eval_tree, run_cli, change)
     assert expected in line
     name = f"{ce.frame_key(culprit)}_gtFine_labelIds.png" if change is _missing else culprit.name
     assert name in line, line
 
 
-def test_bad_train_ids(tmp_path, predictions, eval_tree, repo_root):
-    line, culprit = _bad(tmp_path, predictions, eval_tree, repo_root, _unknown_ids, "--train-ids")
+@pytest.mark.slow
+def test_bad_train_ids(tmp_path, predictions, eval_tree, run_cli):
+    line, culprit = _bad(tmp_path, predictions, eval_tree, run_cli, _unknown_ids, "--train-ids")
     assert culprit.name in line and "train ids" in line
 
 
@@ -370,12 +369,13 @@ def test_official_helpers(eval_tree, predictions, tmp_path):
     had = hasattr(np, "in1d")
     theirs = ce.run_official(pairs, tmp_path / "o.json")
     assert hasattr(np, "in1d") == had  # given back only for the call
-    assert ce._max_abs_difference(ce.evaluate_pairs(pairs, workers=1), theirs) <= 1e-9
-    assert ce.decode_ceiling(pairs, workers=1) > 0
+    assert eval_bench._max_abs_difference(ce.evaluate_pairs(pairs, workers=1), theirs) <= 1e-9
+    assert eval_bench.decode_ceiling(pairs, workers=1) > 0
 
 
+@pytest.mark.slow
 def test_benchmark_evaluation(eval_tree, tmp_path):
-    result = ce.benchmark_evaluation(eval_tree, num_files=2, workers=1, work_dir=tmp_path)
+    result = eval_bench.benchmark_evaluation(eval_tree, num_files=2, workers=1, work_dir=tmp_path)
     assert result["num_files"] == 2 and result["size"] == "128x256"
     assert result["max_abs_difference"] <= 1e-9
     for key in (
@@ -390,10 +390,10 @@ def test_benchmark_evaluation(eval_tree, tmp_path):
         "speedup_bound",
     ):
         assert result[key] > 0, key
-    page = ce.speed_markdown(result)
+    page = eval_bench.speed_markdown(result)
     assert "speed-up over the official script" in page and "decode ceiling" in page
     with pytest.raises(ValueError, match="fewer than"):
-        ce.benchmark_evaluation(eval_tree, num_files=50, work_dir=tmp_path)
+        eval_bench.benchmark_evaluation(eval_tree, num_files=50, work_dir=tmp_path)
 
 
 def test_confusion_plot_colours_cells_by_row_share(tmp_path):
@@ -405,7 +405,9 @@ def test_confusion_plot_colours_cells_by_row_share(tmp_path):
         if i != terrain:  # terrain is absent from the ground truth: a grey row
             cm[i, i] = 1000
     path = tmp_path / "cm.png"
-    ce.plot_confusion({"confMatrix": cm.tolist()}, path, title="x" * 500)  # long title: cut
+    eval_report.plot_confusion(
+        {"confMatrix": cm.tolist()}, path, title="x" * 500
+    )  # long title: cut
     rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     dark = np.all(rgb == (8, 48, 107), axis=2).sum()  # 100% cells: the end of the ramp
     grey = np.all(rgb == (200, 200, 200), axis=2).sum()

@@ -1,4 +1,4 @@
-"""utils.metrics (confusion matrices, scores) and utils.visualize (palette, overlay, panel)."""
+"""evaluation.metrics (confusion matrices, scores) and utils.visualize (palette, overlay, panel)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
+from evaluation.metrics import confusion_matrix, confusion_matrix_tf, scores_from_confusion
 from utils import visualize
-from utils.metrics import confusion_matrix, confusion_matrix_tf, scores_from_confusion
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -142,7 +142,7 @@ def test_panel_and_heatmap():
 
 
 def test_confusion_matrix_many_classes_and_chunks(monkeypatch):
-    import utils.metrics as metrics
+    import evaluation.metrics as metrics
 
     rng = np.random.default_rng(3)
     gt = rng.integers(0, 300, size=(40, 50)).astype(np.int32)

@@ -80,6 +80,43 @@ def test_info_is_consistent(name: str) -> None:
     assert info.recipe.learning_rate > 0 and info.recipe.batch_size >= 1
 
 
+def test_cli_model_names_are_the_registry() -> None:
+    from models.options import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == NAMES
+
+
+def test_light_model_modules_import_without_keras() -> None:
+    """--help and usage errors of every script stay free of TensorFlow's start-up."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, models.options, models.info; print('keras' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_published_figures_per_variant(name: str) -> None:
+    info = models.get_info(name)
+    variants = info.variants()
+    assert variants[0] == (
+        {info.variant_option: info.default_variant} if info.variant_option else {}
+    )
+    for options in variants:
+        published = info.published_for(options)
+        assert published.source
+        assert published.params is None or published.params > 0
+    assert info.published_for({}) == info.published_for(variants[0])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_output_shape_dtype_finite(name: str) -> None:
     model = cached(name)
@@ -121,6 +158,7 @@ def test_mixed_precision_gives_float32_logits(name: str) -> None:
     assert keras.mixed_precision.global_policy().name == previous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_training_steps_lower_the_loss(name: str) -> None:
     model = build(name)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from utils.labels import TRAIN_ID_PALETTE
+from utils.labels import ID_TO_TRAIN_ID, TRAIN_ID_PALETTE
 
 SIZE = "64,128"  # the model's input size; the photos are 128x256 and others
 
@@ -28,32 +27,12 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(repo_root / "predict.py"), "--no-progress", *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def _label_id_to_train_id() -> np.ndarray:
-    from cityscapesscripts.helpers.labels import labels
-
-    lut = np.full(256, 255, np.uint8)
-    for label in labels:
-        if label.id >= 0 and 0 <= label.trainId < 255:
-            lut[label.id] = label.trainId
-    return lut
-
-
 def _check_outputs(out: Path, name: str, height: int, width: int) -> None:
     """labelIds/color/overlay/panel of `name` exist, at (height, width), consistent palette."""
     label_ids = cv2.imread(str(out / "labelIds" / f"{name}_labelIds.png"), cv2.IMREAD_UNCHANGED)
     assert label_ids is not None and label_ids.shape == (height, width)
     assert label_ids.dtype == np.uint8
-    train_ids = _label_id_to_train_id()[label_ids]
+    train_ids = ID_TO_TRAIN_ID[label_ids]
     assert (train_ids < 19).all()  # only the 19 evaluated classes' label ids
     color = cv2.imread(str(out / "color" / f"{name}_color.png"))[..., ::-1]
     assert color.shape == (height, width, 3)
@@ -66,11 +45,12 @@ def _check_outputs(out: Path, name: str, height: int, width: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def split_run(synthetic_root, weights, tmp_path_factory, repo_root):
+def split_run(synthetic_root, weights, tmp_path_factory, run_cli):
     """predict.py over the synthetic val split: (results folder, completed process)."""
     out = tmp_path_factory.mktemp("split") / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",
@@ -89,7 +69,8 @@ def split_run(synthetic_root, weights, tmp_path_factory, repo_root):
     return out, done
 
 
-def test_cityscapes_split(split_run, synthetic_root, tmp_path, repo_root):
+@pytest.mark.slow
+def test_cityscapes_split(split_run, synthetic_root, tmp_path, run_cli):
     out, done = split_run
     assert done.returncode == 0, done.stderr
     names = sorted(
@@ -103,36 +84,31 @@ def test_cityscapes_split(split_run, synthetic_root, tmp_path, repo_root):
     assert sorted(p.name for p in out.iterdir()) == ["color", "labelIds", "overlay", "panel"]
     assert "3 images segmented" in done.stdout and "images/s" in done.stdout
     # the label-id PNGs are what evaluate.py takes
-    evaluated = subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "evaluate.py"),
-            "--predictions",
-            str(out),
-            "-p",
-            str(synthetic_root),
-            "-r",
-            str(tmp_path / "eval"),
-            "--no-progress",
-        ],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    evaluated = run_cli(
+        "evaluate.py",
+        "--predictions",
+        str(out),
+        "-p",
+        str(synthetic_root),
+        "-r",
+        str(tmp_path / "eval"),
+        "--no-progress",
     )
     assert evaluated.returncode == 0, evaluated.stderr
 
 
-def test_onnx_matches_keras(split_run, synthetic_root, weights, tmp_path, repo_root):
-    from utils.export import export_onnx
+@pytest.mark.slow
+def test_onnx_matches_keras(split_run, synthetic_root, weights, tmp_path, run_cli):
+    from deploy.export import export_onnx
 
     keras_out, done = split_run
     assert done.returncode == 0, done.stderr
     onnx_file = tmp_path / "model.onnx"
     export_onnx("separable_unet", onnx_file, input_size=(64, 128), batch=1, weights=weights)
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "--onnx",
@@ -154,7 +130,8 @@ def test_onnx_matches_keras(split_run, synthetic_root, weights, tmp_path, repo_r
         assert np.mean(ours == cv2.imread(str(path), cv2.IMREAD_UNCHANGED)) > 0.999
 
 
-def test_folder_of_other_images_skips_bad_files(weights, tmp_path, repo_root):
+@pytest.mark.slow
+def test_folder_of_other_images_skips_bad_files(weights, tmp_path, run_cli):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -162,8 +139,9 @@ def test_folder_of_other_images_skips_bad_files(weights, tmp_path, repo_root):
     cv2.imwrite(str(photos / "sub" / "b.png"), rng.integers(0, 255, (90, 200, 3), np.uint8))
     (photos / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",
@@ -182,8 +160,9 @@ def test_folder_of_other_images_skips_bad_files(weights, tmp_path, repo_root):
     _check_outputs(out, "b", 90, 200)
     assert len(list((out / "labelIds").iterdir())) == 2
     # a glob works too
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",
@@ -199,7 +178,8 @@ def test_folder_of_other_images_skips_bad_files(weights, tmp_path, repo_root):
     assert [p.name for p in (tmp_path / "glob" / "labelIds").iterdir()] == ["street_a_labelIds.png"]
 
 
-def test_mc_samples_uncertainty(synthetic_root, tmp_path, repo_root):
+@pytest.mark.slow
+def test_mc_samples_uncertainty(synthetic_root, tmp_path, run_cli):
     import keras
 
     from models import build_model
@@ -209,8 +189,9 @@ def test_mc_samples_uncertainty(synthetic_root, tmp_path, repo_root):
     keras.backend.clear_session()
     image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
     out = tmp_path / "out"
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "bayes_segnet",
         "-w",
@@ -242,13 +223,15 @@ def _assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> 
     return lines[0]
 
 
-def test_non_image_input_stops_without_skip_bad(weights, tmp_path, repo_root):
+@pytest.mark.slow
+def test_non_image_input_stops_without_skip_bad(weights, tmp_path, run_cli):
     photos = tmp_path / "photos"
     photos.mkdir()
     cv2.imwrite(str(photos / "a.png"), np.zeros((40, 60, 3), np.uint8))
     (photos / "notes.txt").write_text("not an image")
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",
@@ -264,13 +247,15 @@ def test_non_image_input_stops_without_skip_bad(weights, tmp_path, repo_root):
     assert not (tmp_path / "out" / "labelIds").exists()
 
 
-def test_corrupt_image_is_named(weights, tmp_path, repo_root):
+@pytest.mark.slow
+def test_corrupt_image_is_named(weights, tmp_path, run_cli):
     photos = tmp_path / "photos"
     photos.mkdir()
     good = cv2.imencode(".png", np.zeros((40, 60, 3), np.uint8))[1].tobytes()
     (photos / "broken.png").write_bytes(good[:40])  # a PNG signature, then truncated
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",
@@ -285,10 +270,12 @@ def test_corrupt_image_is_named(weights, tmp_path, repo_root):
     _assert_one_line_error(done, "broken.png")
 
 
-def test_weights_of_another_model(weights, tmp_path, repo_root, synthetic_root):
+@pytest.mark.slow
+def test_weights_of_another_model(weights, tmp_path, run_cli, synthetic_root):
     image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "fastscnn",
         "-w",
@@ -303,12 +290,14 @@ def test_weights_of_another_model(weights, tmp_path, repo_root, synthetic_root):
     _assert_one_line_error(done, weights.name, "fastscnn")
 
 
-def test_results_folder_not_writable(weights, tmp_path, repo_root, synthetic_root):
+@pytest.mark.slow
+def test_results_folder_not_writable(weights, tmp_path, run_cli, synthetic_root):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     image = next((synthetic_root / "leftImg8bit" / "val").glob("*/*.png"))
-    done = _run(
-        repo_root,
+    done = run_cli(
+        "predict.py",
+        "--no-progress",
         "-m",
         "separable_unet",
         "-w",

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from utils.schedules import ExponentialSweep, PolynomialWarmup, TriangularCyclic, make_schedule
+from training.schedules import ExponentialSweep, PolynomialWarmup, TriangularCyclic, make_schedule
 
 
 def values(schedule, steps):

@@ -1,4 +1,4 @@
-"""Tests of the timing harness (utils/timing.py) and the compute counter (utils/flops.py)."""
+"""Tests of the timing loops and job runner (bench/timing.py, bench/jobs.py) and bench/flops.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from utils import flops, machine, timing
+from bench import flops, jobs, timing
+from utils import machine
 
 
 def test_time_callable_measures_a_known_duration():
@@ -143,7 +144,7 @@ def test_onnxruntime_job_in_a_subprocess(tmp_path):
     """run_job_subprocess times an ONNX file in a child process and returns its statistics."""
     path = tmp_path / "matmul.onnx"
     # A graph that maps (1, 8, 8, 3) to (1, 1, 1, 1): the feed-overhead graph doubles as a model.
-    path.write_bytes(timing._slice_onnx((1, 8, 8, 3)))
+    path.write_bytes(jobs._slice_onnx((1, 8, 8, 3)))
     spec = {
         "backend": "onnxruntime",
         "model": "slice",
@@ -157,7 +158,7 @@ def test_onnxruntime_job_in_a_subprocess(tmp_path):
         "budget_s": 30.0,
         "threads": 1,
     }
-    result = timing.run_job_subprocess(spec, tmp_path)
+    result = jobs.run_job_subprocess(spec, tmp_path)
     assert result["status"] == "ok", result
     assert result["iterations"] >= 5 and len(result["times_ms"]) == result["iterations"]
     assert result["images_per_s"] == pytest.approx(1e3 / result["mean_ms"])
@@ -174,8 +175,36 @@ def test_subprocess_failure_becomes_a_status(tmp_path):
         "width": 8,
         "batch_size": 1,
     }
-    result = timing.run_job_subprocess(spec, tmp_path)
+    result = jobs.run_job_subprocess(spec, tmp_path)
     assert result["status"].startswith("error:")
+
+
+def test_job_spec_round_trips_through_json_with_the_timing_defaults():
+    spec = jobs.JobSpec(backend="onnxruntime", height=8, width=16, batch_size=2)
+    assert jobs.JobSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert (spec.warmup_s, spec.min_iters, spec.min_duration_s) == (
+        timing.WARMUP_S,
+        timing.MIN_ITERS,
+        timing.MIN_DURATION_S,
+    )
+    with pytest.raises(ValueError, match="warmup"):
+        jobs.JobSpec.from_dict({**spec.to_dict(), "warmup": 1.0})
+
+
+def test_trtexec_timing_command_carries_the_timing_settings():
+    spec = jobs.JobSpec(
+        backend="tensorrt", height=8, width=8, batch_size=1, onnx_path="m.onnx", precision="fp16"
+    )
+    cmd = jobs.trtexec_timing_command(spec, "times.json")
+    assert cmd[1:] == [
+        "--onnx=m.onnx",
+        "--warmUp=200",
+        "--duration=3",
+        "--iterations=10",
+        "--avgRuns=1",
+        "--exportTimes=times.json",
+        "--fp16",
+    ]
 
 
 # --------------------------------------------------------------------------- compute counts

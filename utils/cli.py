@@ -130,6 +130,7 @@ def quiet_tensorflow() -> None:
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
+            # TensorFlow only on the paths that need it
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # CUDA initialisation logs here

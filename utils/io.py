@@ -4,6 +4,7 @@ and PNG decoding that names a bad file."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import sys
@@ -75,6 +76,7 @@ def read_png(path: str | os.PathLike, what: str = "file") -> Any:
     on Cityscapes-size files (`results/benchmark_data.md`). A missing, truncated
     or corrupt file raises ValueError naming it as `what`.
     """
+    # image libraries only when images are read
     import imagecodecs
 
     path = str(path)
@@ -108,8 +110,6 @@ def reuse_freed_buffers() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20)
         libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)

@@ -81,8 +81,6 @@ VALID_TRAIN_IDS = _valid_train_ids()
 MAX_LABEL_ID = int(np.flatnonzero(VALID_LABEL_IDS).max())
 #: The 19 class names in train-id order.
 CLASS_NAMES: tuple[str, ...] = tuple(_TRAIN_LABELS[i].name for i in range(NUM_CLASSES))
-#: Category of each of the 19 classes, in train-id order.
-CLASS_CATEGORIES: tuple[str, ...] = tuple(_TRAIN_LABELS[i].category for i in range(NUM_CLASSES))
 #: uint8[256, 3] RGB: train id -> Cityscapes colour; 255 and unused ids black.
 TRAIN_ID_PALETTE = _palette(train=True)
 #: uint8[256, 3] RGB: label id -> colour, as in ``gtFine *_color.png``.
@@ -96,8 +94,3 @@ LABELS = _LABELS
 def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     """Map a train-id map (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
     return TRAIN_ID_TO_ID[np.asarray(train_ids, dtype=np.uint8)]
-
-
-def label_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map a label-id map to train ids (255 for ignored classes)."""
-    return ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]

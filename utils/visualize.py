@@ -70,6 +70,7 @@ def heatmap(values: np.ndarray, vmax: float | None = None, cmap: str = "inferno"
     Returns:
         (H, W, 3) RGB uint8.
     """
+    # matplotlib only when drawing
     import matplotlib
 
     values = np.asarray(values, dtype=np.float64)
@@ -117,6 +118,7 @@ def panel(
     Returns:
         (h, w, 3) RGB uint8 picture of the figure.
     """
+    # matplotlib only when drawing
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch

@@ -121,17 +121,3 @@ def xception65_features(
     x, _ = _xception_module(x, (728, 1024, 1024), 1, exit_rates[0], "conv", "exit_block1")
     x, _ = _xception_module(x, (1536, 1536, 2048), 1, exit_rates[1], "none", "exit_block2")
     return low_level, x
-
-
-def build_xception65_backbone(
-    input_shape: tuple[int, int, int], output_stride: int = 16
-) -> keras.Model:
-    """A standalone aligned Xception-65 model with outputs [low_level, features].
-
-    Args:
-        input_shape: (H, W, 3) of images already scaled to [-1, 1].
-        output_stride: 8 or 16.
-    """
-    inputs = keras.Input(input_shape, name="image")
-    low_level, features = xception65_features(inputs, output_stride)
-    return keras.Model(inputs, [low_level, features], name=f"xception65_os{output_stride}")

@@ -1,7 +1,7 @@
 """Learning-rate range test (Smith, 2017): sweep the rate exponentially and watch the loss.
 
 The sweep trains for a bounded number of steps with the rate growing from `start` to `end`
-(`utils.schedules.ExponentialSweep`), smooths the loss with a bias-corrected exponential moving
+(`training.schedules.ExponentialSweep`), smooths the loss with a bias-corrected exponential moving
 average, stops as soon as the smoothed loss exceeds `diverge` times its best value (or turns
 NaN), and restores the model's weights afterwards.
 
@@ -21,9 +21,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from utils.io import atomic_path, write_json, write_text
+from datasets.cityscapes import find_samples
+from training.schedules import ExponentialSweep
+from training.setup import build_setup, input_fn
+from training.trainer import MOMENTUM_OPTIMIZERS
+from utils.io import atomic_path, check_writable_dir, write_json, write_text
 
 __all__ = ["FinderResult", "find_lr", "run_lr_finder", "save_finder_results", "suggest_range"]
 
@@ -109,9 +115,10 @@ def save_finder_results(
     result: FinderResult, stem: str | os.PathLike, title: str
 ) -> tuple[Path, Path, Path]:
     """Write `stem`.png (plot), `stem`.csv (rate, loss, smoothed) and `stem`.json, atomically."""
-    import matplotlib
+    import matplotlib  # only when the plot is drawn: matplotlib is slow to import
 
     matplotlib.use("Agg")
+    # matplotlib only when drawing
     import matplotlib.pyplot as plt
 
     stem = Path(stem)
@@ -170,10 +177,10 @@ def run_lr_finder(
     """Run the range test for `config.model` with `optimizer_name` on the training split.
 
     Args:
-        config: utils.training.TrainConfig (model, size, batch, momentum, precision, seed,
-            output_dir; the schedule settings are not used).
+        config: training.config.TrainConfig (model, size, batch, momentum, precision, seed,
+            output_dir; the schedule settings and `resume` are not used).
         strategy: the tf.distribute strategy.
-        optimizer_name: one of utils.training.OPTIMIZERS.
+        optimizer_name: one of training.trainer.OPTIMIZERS.
         root: Cityscapes root.
         steps: the sweep's maximum number of steps.
         start: first learning rate (the CLI's --min-lr, default 1e-6 as in the seed).
@@ -185,53 +192,19 @@ def run_lr_finder(
         The result and, on the chief, the (png, csv, json) paths written under
         `config.output_dir`/lr_finder/.
     """
-    import keras
-    import tensorflow as tf
-
-    from datasets.cityscapes import find_samples
-    from models import get_info
-    from models.layers import check_input_size
-    from utils.schedules import ExponentialSweep
-    from utils.training import (
-        MOMENTUM_OPTIMIZERS,
-        Trainer,
-        apply_precision,
-        build_training_model,
-        input_fn,
-        make_optimizer,
-    )
-
-    info = get_info(config.model)
-    check_input_size(config.model, *config.input_size, info.size_multiple)
+    chief = worker_index == 0
+    if chief:
+        check_writable_dir(config.output_dir)
     sweep = ExponentialSweep(start, end, steps)
-    samples = find_samples(root, "train", coarse=config.coarse, skip_bad=config.skip_bad)
+    samples = find_samples(root, "train", coarse=config.coarse)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     if global_batch > len(samples):
         raise ValueError(
             f"the global batch {global_batch} exceeds the {len(samples)} training "
             "images; lower -b/--batch"
         )
-    previous_policy = keras.config.dtype_policy()
-    policy = apply_precision(config.mixed_precision)
-    keras.utils.set_random_seed(config.seed)
-    try:
-        model, _, aux_weights = build_training_model(config, strategy)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
-    with strategy.scope():
-        optimizer = make_optimizer(
-            optimizer_name, sweep, config.momentum, loss_scale=policy == "mixed_float16"
-        )
-    trainer = Trainer(
-        model,
-        optimizer,
-        strategy,
-        config.num_classes,
-        aux_weights,
-        config.class_weights,
-        config.weight_decay,
-        config.xla,
-    )
+    setup = build_setup(config, strategy, sweep, optimizer_name)
+    model, trainer = setup.model, setup.trainer
     initial = [np.array(v) for v in model.weights]
     dist = strategy.distribute_datasets_from_function(
         input_fn(
@@ -244,7 +217,6 @@ def run_lr_finder(
         )
     )
     iterator: Iterator[Any] = iter(dist)
-    chief = worker_index == 0
     progbar = keras.utils.Progbar(
         steps, verbose=1 if (chief and log) else 0, stateful_metrics=["lr", "smoothed_loss"]
     )

@@ -51,16 +51,6 @@ class ComputeCount:
         """Giga floating-point operations, two per multiply-accumulate."""
         return 2.0 * self.macs / 1e9
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "macs": self.macs,
-            "gmacs": self.gmacs,
-            "gflops": self.gflops,
-            "by_op": dict(self.by_op),
-            "unknown_shapes": list(self.unknown_shapes),
-        }
-
 
 def _static(shape: Any) -> list[int] | None:
     """A TensorShape as a list of ints, or None when any dimension is unknown."""
@@ -77,15 +67,6 @@ def _attr(op: Any, name: str) -> Any:
     """An op attribute, decoded from bytes when it is a string."""
     value = op.get_attr(name)
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _channels_axis(op: Any) -> int:
-    """-1 for NHWC ops, 1 for NCHW ones."""
-    try:
-        fmt = _attr(op, "data_format")
-    except ValueError:
-        return -1
-    return 1 if str(fmt).startswith("NC") else -1
 
 
 def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
@@ -185,6 +166,7 @@ def model_macs(model: Any, input_shape: tuple[int, int], batch_size: int = 1) ->
     Returns:
         The ComputeCount of the traced graph (training=False).
     """
+    # TensorFlow only on the paths that need it
     import tensorflow as tf
 
     height, width = int(input_shape[0]), int(input_shape[1])

@@ -1,4 +1,4 @@
-"""Run a trained model (Keras weights or an exported ONNX file) on photos of any size.
+"""The segmenter: a trained model (Keras weights or an exported ONNX file) on photos of any size.
 
 The model runs at its input size; each photo is resized to it (area filter when shrinking,
 bilinear when enlarging) and the class scores are resized back to the photo's own size
@@ -12,8 +12,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
+from inference.onnx_backend import onnx_session, run_onnx
+from models import get_info
+from models.bayes_segnet import mc_predict
+from models.trained import build_for_export
+from utils.labels import ID_TO_TRAIN_ID
+
+#: The input size when a model's recipe has no crop: Cityscapes' full resolution.
 FULL_SIZE = (1024, 2048)
 
 
@@ -32,8 +40,6 @@ def round_to_multiple(size: Sequence[int], multiple: int) -> tuple[int, int]:
 
 def default_input_size(name: str) -> tuple[int, int]:
     """The model's training crop (its recipe), rounded to the sizes the model can take."""
-    from models import get_info
-
     info = get_info(name)
     crop = info.recipe.crop_size or FULL_SIZE
     return round_to_multiple(crop, info.size_multiple)
@@ -41,8 +47,6 @@ def default_input_size(name: str) -> tuple[int, int]:
 
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize an RGB uint8 image to (H, W): area filter when shrinking, bilinear otherwise."""
-    import cv2
-
     height, width = int(size[0]), int(size[1])
     if image.shape[:2] == (height, width):
         return image
@@ -54,8 +58,6 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def scores_to_train_ids(scores: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Bilinear-resize (h, w, C) class scores to (H, W) and take the argmax: (H, W) uint8."""
-    import cv2
-
     height, width = int(size[0]), int(size[1])
     scores = np.asarray(scores, dtype=np.float32)
     if scores.shape[:2] != (height, width):
@@ -68,13 +70,13 @@ def scores_to_train_ids(scores: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def resize_map(values: np.ndarray, size: Sequence[int], nearest: bool = False) -> np.ndarray:
     """Resize a (h, w) map to (H, W): nearest for ids, bilinear for real values."""
-    import cv2
-
     height, width = int(size[0]), int(size[1])
     if values.shape[:2] == (height, width):
         return values
     return cv2.resize(
-        values, (width, height), interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
+        values,
+        (width, height),
+        interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR,
     )
 
 
@@ -103,8 +105,6 @@ class Segmenter:
         mc_samples: int | None = None,
         seed: int = 0,
     ) -> None:
-        from models import get_info
-
         self.info = get_info(name)
         self.name = name
         self.options = dict(options or {})
@@ -119,7 +119,7 @@ class Segmenter:
                 f"--mc-samples is for bayes_segnet (Monte Carlo dropout); got model {name!r}"
             )
         if onnx is not None:
-            self.session = _onnx_session(onnx)
+            self.session = onnx_session(onnx)
             static = self.session.get_inputs()[0].shape
             layout_nchw = self.session.get_modelmeta().custom_metadata_map.get("layout") == "NCHW"
             dims = static[2:4] if layout_nchw else static[1:3]
@@ -132,7 +132,7 @@ class Segmenter:
             self.input_size = tuple(input_size or onnx_size or default_input_size(name))
         else:
             self.input_size = tuple(int(s) for s in (input_size or default_input_size(name)))
-            self.model = _build(name, self.input_size, weights, self.options)
+            self.model = build_for_export(name, self.input_size, weights, **self.options)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Segment RGB uint8 photos (each any size); results at each photo's size."""
@@ -145,11 +145,9 @@ class Segmenter:
             fixed = self.session.get_inputs()[0].shape[0]
             step = fixed if isinstance(fixed, int) and fixed > 0 else len(batch)
             scores = np.concatenate(
-                [_run_onnx(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
+                [run_onnx(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
             )
         elif self.mc_samples is not None:
-            from models.bayes_segnet import mc_predict
-
             scores, uncertainty = mc_predict(
                 self.model, batch, samples=self.mc_samples, seed=self.seed
             )
@@ -162,7 +160,7 @@ class Segmenter:
         for i, image in enumerate(images):
             size = image.shape[:2]
             if scores.ndim == 3:  # an --argmax ONNX export gives label ids
-                ids = _label_to_train_lut()[scores[i].astype(np.uint8)]
+                ids = ID_TO_TRAIN_ID[scores[i].astype(np.uint8)]
                 train_ids = resize_map(ids, size, nearest=True)
             else:
                 train_ids = scores_to_train_ids(scores[i], size)
@@ -171,48 +169,3 @@ class Segmenter:
                 unc = resize_map(np.asarray(uncertainty[i], np.float32), size)
             results.append(Prediction(train_ids, unc))
         return results
-
-
-def _build(
-    name: str, size: Sequence[int], weights: str | os.PathLike | None, options: dict[str, Any]
-) -> Any:
-    """Build the float32 inference model and load weights strictly (naming file and model)."""
-    from utils.export import build_for_export
-
-    return build_for_export(name, size, weights=weights, **options)
-
-
-def _onnx_session(path: str | os.PathLike) -> Any:
-    """onnxruntime session for an exported file (utils.export's, which picks the provider)."""
-    from utils.export import onnx_session
-
-    return onnx_session(path)
-
-
-def _run_onnx(session: Any, batch: np.ndarray) -> np.ndarray:
-    """NHWC results of an exported file (layout handled by utils.export.run_onnx)."""
-    from utils.export import run_onnx
-
-    return run_onnx(session, batch)
-
-
-def _label_to_train_lut() -> np.ndarray:
-    """uint8[256]: label id -> train id (255 for void ids)."""
-    from cityscapesscripts.helpers.labels import labels
-
-    lut = np.full(256, 255, dtype=np.uint8)
-    for label in labels:
-        if label.id >= 0 and 0 <= label.trainId < 255:
-            lut[label.id] = label.trainId
-    return lut
-
-
-def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Map train ids (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
-    from cityscapesscripts.helpers.labels import labels
-
-    lut = np.zeros(256, dtype=np.uint8)
-    for label in labels:
-        if label.id >= 0 and 0 <= label.trainId < 255:
-            lut[label.trainId] = label.id
-    return lut[np.asarray(train_ids, dtype=np.uint8)]

@@ -11,7 +11,8 @@ under XLA and in a `tf.distribute` replica context) count the same pixels:
   (a void prediction, a label-id PNG) must be checked or mapped before it reaches these functions
   (evaluate.py checks every prediction file and names the one holding an unknown id).
 
-TensorFlow is imported inside `confusion_matrix_tf` only, so the evaluation path stays TF-free.
+TensorFlow is imported inside `confusion_matrix_tf` only, so the evaluation path stays TF-free;
+the training loop (`training/`) is its one user.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _confusion_histogram(
 
     Values outside 0..C-1 fall outside the histogram's range and are not counted.
     """
-    import cv2
+    import cv2  # on first use: importing this module stays cheap for the training loop
 
     gt = np.ascontiguousarray(gt).reshape(-1)
     pred = np.ascontiguousarray(pred).reshape(-1)
@@ -129,7 +130,7 @@ def confusion_matrix_tf(
     Returns:
         tf.Tensor int64 of shape (C, C).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # here only: the NumPy evaluation path never imports TensorFlow
 
     num_classes = int(num_classes)
     labels = tf.convert_to_tensor(labels)

@@ -99,6 +99,7 @@ def _gpus_per_node(environ: Mapping[str, str]) -> int:
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip()])
     if shutil.which("nvidia-smi"):
+        # TensorFlow only on the paths that need it
         from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
 
         try:

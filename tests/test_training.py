@@ -1,4 +1,4 @@
-"""train.py and utils.training: loss, metrics, checkpoints, resume after kill -9, bad input."""
+"""train.py and training/: loss, metrics, checkpoints, resume after kill -9, bad input."""
 
 from __future__ import annotations
 
@@ -16,18 +16,11 @@ import pytest
 import tensorflow as tf
 
 import train
-from utils.training import (
-    NonFiniteLossError,
-    TrainConfig,
-    Trainer,
-    decayed_kernels,
-    freeze_backbone,
-    make_optimizer,
-    measure_train_throughput,
-    parse_weights_name,
-    run_training,
-    weights_name,
-)
+from bench.train import measure_train_throughput
+from training.checkpoints import parse_weights_name, weights_name
+from training.config import TrainConfig
+from training.run import NonFiniteLossError, run_training
+from training.trainer import Trainer, decayed_kernels, freeze_backbone, make_optimizer
 
 SIZE = "64,128"
 
@@ -161,6 +154,7 @@ def test_freeze_backbone_uses_declared_prefixes():
     assert any(w.path.startswith("decoder") for w in model.trainable_weights)
 
 
+@pytest.mark.slow
 def test_measure_train_throughput_reports_figures():
     result = measure_train_throughput(
         "fastscnn", size=(64, 128), batch_size=1, steps=2, warmup_steps=1, mixed_precision=True
@@ -176,6 +170,7 @@ def test_measure_train_throughput_reports_figures():
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_training_beats_chance(synthetic_root, tmp_path):
     """The one slow test (about 20-30 s on 2 cores): 100 steps of fastscnn at 64x128."""
     config = TrainConfig(
@@ -206,6 +201,7 @@ def test_short_training_beats_chance(synthetic_root, tmp_path):
     assert any((out / "logs" / "val").iterdir())
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_checkpoint(synthetic_root, tmp_path, monkeypatch):
     real_step = Trainer.train_step
     calls = {"n": 0}
@@ -246,7 +242,8 @@ def last_weights(run: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, repo_root):
+@pytest.mark.slow
+def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, repo_root, run_cli):
     out = tmp_path / "run"
     command = [
         sys.executable,
@@ -297,9 +294,7 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
     assert index["epoch"] == 1
     assert not list(out.glob(".*tmp*"))  # no half-written file left visible
 
-    done = subprocess.run(
-        command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli("train.py", *command[2:], env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "at epoch 2 (optimizer step 6)" in done.stdout
     assert "Epoch 1/3" not in done.stdout and "Epoch 3/3" in done.stdout
@@ -318,14 +313,7 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
     assert 1 <= len(list(out.glob("weights-*.weights.h5"))) <= 2
     # Killed and continued = never interrupted: same data order, augmentation and schedule.
     reference = tmp_path / "reference"
-    again = subprocess.run(
-        command[:-1] + [str(reference)],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_cli("train.py", *command[2:-1], str(reference), env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     ours, theirs = last_weights(out), last_weights(reference)
     assert ours.keys() == theirs.keys()
@@ -343,18 +331,19 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
     assert index["epoch"] == 4 and meta["optimizer_step"] == 24
 
 
+@pytest.mark.slow
 def test_lr_finder_writes_plot_csv_and_suggestion(synthetic_root, tmp_path, capsys, monkeypatch):
-    import utils.training
+    import training.setup
 
     built = {}
-    real_build = utils.training.build_training_model
+    real_build = training.setup.build_training_model
 
     def build(*args, **kwargs):
         model, inference, aux = real_build(*args, **kwargs)
         built["model"], built["initial"] = model, [np.array(w) for w in model.weights]
         return model, inference, aux
 
-    monkeypatch.setattr(utils.training, "build_training_model", build)
+    monkeypatch.setattr(training.setup, "build_training_model", build)
     code, out, err = run_main(
         [
             "-m",
@@ -395,7 +384,7 @@ def test_lr_finder_writes_plot_csv_and_suggestion(synthetic_root, tmp_path, caps
 
 
 def test_find_lr_stops_on_divergence_and_suggests_steepest_descent():
-    from utils.lr_finder import find_lr
+    from training.lr_finder import find_lr
 
     lrs = iter(np.logspace(-4, 2, 40))
     current = {"lr": None}

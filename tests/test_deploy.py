@@ -1,4 +1,4 @@
-"""ONNX export (utils/export.py, convert_to_onnx.py): every model converts and matches Keras.
+"""ONNX export (deploy/, convert_to_onnx.py): every model converts and matches Keras.
 
 References are independent of the exporter: Keras' own predictions, onnxruntime run directly,
 the label-id table rebuilt from cityscapesscripts here, graphs built by hand with onnx.helper.
@@ -6,8 +6,6 @@ the label-id table rebuilt from cityscapesscripts here, graphs built by hand wit
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models import MODELS
-from utils import export
+from deploy import checks, export, graph, rewrites, tensorrt
+from inference import onnx_backend
+from models import MODELS, loading
+from models.trained import build_for_export
 
 SIZE = (64, 128)
 #: Lightest variant of each model that has options, so the whole registry converts quickly.
@@ -87,13 +87,23 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    return export.sample_images(3, SIZE, seed=5)
+    return checks.sample_images(3, SIZE, seed=5)
 
 
 # --------------------------------------------------------------------------- the registry
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+#: Models whose conversion at SIZE takes more than ~15 s on a CPU: only in the full run.
+SLOW_TO_CONVERT = {"bayes_segnet", "fastfcn", "fastscnn", "hrnet_ocr", "unet"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW_TO_CONVERT else name
+        for name in sorted(MODELS)
+    ],
+)
 def test_every_model_converts_and_matches_keras(name, tmp_path):
     import keras
 
@@ -105,7 +115,7 @@ def test_every_model_converts_and_matches_keras(name, tmp_path):
     assert summary.inputs == [("input", "float", [1, *SIZE, 3])]
     assert summary.outputs == [("logits", "float", [1, *SIZE, 19])]
     assert summary.opset == export.DEFAULT_OPSET
-    check = export.check_onnx(path, result.keras_model, num_images=1)
+    check = checks.check_onnx(path, result.keras_model, num_images=1)
     assert check.checker_ok
     assert check.errors == [], check.format()
     assert check.agreement >= 0.999
@@ -120,14 +130,14 @@ def test_every_model_converts_and_matches_keras(name, tmp_path):
 
 def test_float32_parity_and_nearest_resize_rewrite(tiny, images, tmp_path):
     raw = export.export_onnx(tiny, tmp_path / "raw.onnx", fix_trt=False)
-    flagged = export.find_trt_incompatibilities(raw.path)
+    flagged = checks.find_trt_incompatibilities(raw.path)
     assert len([p for p in flagged if "tf_half_pixel_for_nn" in p]) == 3
 
     fixed = export.export_onnx(tiny, tmp_path / "fixed.onnx")
     assert len(fixed.fixes) == 3
     assert any("asymmetric/floor" in f for f in fixed.fixes)  # the integer 2x upsampling
     assert any("half_pixel/round_prefer_ceil" in f for f in fixed.fixes)  # 1.5x and 4/3
-    assert export.find_trt_incompatibilities(fixed.path) == []
+    assert checks.find_trt_incompatibilities(fixed.path) == []
     keras_out = tiny.predict(images[:1], verbose=0)
     onnx_out = _cpu(fixed.path).run(None, {"input": images[:1]})[0]
     assert np.abs(onnx_out - keras_out).max() < 1e-4
@@ -142,7 +152,7 @@ def test_argmax_gives_keras_label_ids(tiny, images, tmp_path):
     assert got.dtype == np.uint8
     assert np.mean(got == expected) >= 0.999
     assert set(np.unique(got)) <= set(_label_ids_reference())
-    check = export.check_onnx(result.path, tiny, images=images[:1])
+    check = checks.check_onnx(result.path, tiny, images=images[:1])
     assert check.passed and check.max_abs_diff is None
 
 
@@ -154,9 +164,10 @@ def test_nchw_transposes_input_and_output(tiny, images, tmp_path):
     expected = tiny.predict(images[:1], verbose=0).transpose(0, 3, 1, 2)
     assert np.abs(got - expected).max() < 1e-4
     # run_onnx hides the layout: NHWC in, NHWC out.
-    session = export.onnx_session(result.path)
+    session = onnx_backend.onnx_session(result.path)
     assert (
-        np.abs(export.run_onnx(session, images[:1]) - expected.transpose(0, 2, 3, 1)).max() < 1e-4
+        np.abs(onnx_backend.run_onnx(session, images[:1]) - expected.transpose(0, 2, 3, 1)).max()
+        < 1e-4
     )
 
 
@@ -168,12 +179,22 @@ def test_dynamic_batch_runs_batch_1_and_3(tiny, images, tmp_path):
         got = session.run(None, {"input": images[:n]})[0]
         assert got.shape == (n, *SIZE, 19)
         assert np.abs(got - tiny.predict(images[:n], verbose=0)).max() < 1e-4
-    assert export.check_onnx(result.path, tiny, num_images=3).passed
+    assert checks.check_onnx(result.path, tiny, num_images=3).passed
 
 
 def test_fixed_batch_is_fixed(tiny, tmp_path):
     result = export.export_onnx(tiny, tmp_path / "b2.onnx", batch=2)
     assert result.summary.inputs == [("input", "float", [2, *SIZE, 3])]
+
+
+def test_check_of_a_fixed_batch_file_takes_whole_batches(tiny, tmp_path):
+    # 3 images for a batch-2 file: rounded up to 2 batches (the old code raised ValueError).
+    result = export.export_onnx(tiny, tmp_path / "b2.onnx", batch=2)
+    check = checks.check_onnx(result.path, tiny, num_images=3)
+    assert check.passed, check.format()
+    assert check.num_images == 4
+    with pytest.raises(ValueError, match="batches of 2 images; got 3"):
+        checks.check_onnx(result.path, tiny, images=checks.sample_images(3, SIZE))
 
 
 def test_fp16_has_float16_weights_and_float32_interface(tiny, images, tmp_path):
@@ -205,7 +226,7 @@ def test_fp16_has_float16_weights_and_float32_interface(tiny, images, tmp_path):
         return sum(numpy_helper.to_array(i).nbytes for i in m.graph.initializer)
 
     assert weight_bytes(model) < 0.55 * weight_bytes(fp32)
-    check = export.check_onnx(result.path, tiny, images=images[:1])
+    check = checks.check_onnx(result.path, tiny, images=images[:1])
     assert check.precision == "float16"
     assert check.passed, check.format()
     assert 0 < check.max_abs_diff <= check.max_diff_allowed
@@ -217,13 +238,13 @@ def test_mixed_precision_model_exports_float32(tmp_path):
     model = onnx.load(str(result.path))
     low = (TensorProto.FLOAT16, TensorProto.BFLOAT16)
     assert not [
-        n.name for n in model.graph.node if n.op_type == "Cast" and export._attr(n, "to") in low
+        n.name for n in model.graph.node if n.op_type == "Cast" and graph.node_attr(n, "to") in low
     ]
     assert not [i.name for i in model.graph.initializer if i.data_type in low]
-    assert export.is_float32(result.keras_model) and not export.is_float32(mixed)
+    assert loading.is_float32(result.keras_model) and not loading.is_float32(mixed)
     for a, b in zip(result.keras_model.get_weights(), mixed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert export.check_onnx(result.path, result.keras_model, num_images=1).passed
+    assert checks.check_onnx(result.path, result.keras_model, num_images=1).passed
 
 
 def test_wrong_input_size_for_a_built_model_is_refused(tiny, tmp_path):
@@ -233,14 +254,14 @@ def test_wrong_input_size_for_a_built_model_is_refused(tiny, tmp_path):
 
 
 def test_sample_images_are_street_like_and_reproducible():
-    street = export.sample_images(2, SIZE, seed=1)
+    street = checks.sample_images(2, SIZE, seed=1)
     assert street.shape == (2, *SIZE, 3) and street.dtype == np.float32
     assert 0 <= street.min() and street.max() <= 255 and street.std() > 10
-    np.testing.assert_array_equal(street, export.sample_images(2, SIZE, seed=1))
-    tiny_size = export.sample_images(2, (8, 12), seed=1)  # below the generator's minimum
+    np.testing.assert_array_equal(street, checks.sample_images(2, SIZE, seed=1))
+    tiny_size = checks.sample_images(2, (8, 12), seed=1)  # below the generator's minimum
     assert tiny_size.shape == (2, 8, 12, 3) and tiny_size.std() > 10
     assert 0 <= tiny_size.min() and tiny_size.max() <= 255
-    np.testing.assert_array_equal(tiny_size, export.sample_images(2, (8, 12), seed=1))
+    np.testing.assert_array_equal(tiny_size, checks.sample_images(2, (8, 12), seed=1))
 
 
 # --------------------------------------------------------------------------- TensorRT checks
@@ -290,7 +311,7 @@ def test_trt_check_catches_a_deliberately_bad_graph():
         ],
         inits,
     )
-    problems = export.find_trt_incompatibilities(model)
+    problems = checks.find_trt_incompatibilities(model)
     text = "\n".join(problems)
     assert "'nn_resize'" in text and "tf_half_pixel_for_nn" in text
     assert "'pad5d'" in text and "5-D" in text
@@ -298,8 +319,8 @@ def test_trt_check_catches_a_deliberately_bad_graph():
     assert "'argmax_pool'" in text and "Indices" in text
     assert len(problems) == 4
     # The rewrite fixes the resize only; the others stay flagged.
-    assert len(export.fix_trt_incompatibilities(model)) == 1
-    assert len(export.find_trt_incompatibilities(model)) == 3
+    assert len(rewrites.fix_trt_incompatibilities(model)) == 1
+    assert len(checks.find_trt_incompatibilities(model)) == 3
 
 
 def test_trt_check_passes_a_clean_graph():
@@ -316,37 +337,37 @@ def test_trt_check_passes_a_clean_graph():
         [helper.make_tensor_value_info("z", f, [1, 4, 6, 6])],
         [weights, pads],
     )
-    assert export.find_trt_incompatibilities(model) == []
+    assert checks.find_trt_incompatibilities(model) == []
 
 
 def test_trtexec_command_and_log_parsing(tiny, tmp_path):
     result = export.export_onnx(tiny, tmp_path / "dyn.onnx", batch=None)
-    command = export.trtexec_command(result.path, fp16=True)
+    command = tensorrt.trtexec_command(result.path, fp16=True)
     assert command[0] == "trtexec" and "--fp16" in command
     assert f"--saveEngine={tmp_path / 'dyn.engine'}" in command
     assert "--minShapes=input:1x64x128x3" in command
     assert "--maxShapes=input:8x64x128x3" in command
     fixed = export.export_onnx(tiny, tmp_path / "b1.onnx")
-    assert not any(c.startswith("--minShapes") for c in export.trtexec_command(fixed.path))
+    assert not any(c.startswith("--minShapes") for c in tensorrt.trtexec_command(fixed.path))
     log = (
         "[I] Throughput: 61.5 qps\n[I] GPU Compute Time: min = 15.9 ms, max = 17.2 ms, "
         "mean = 16.1 ms, median = 16.05 ms, percentile(90%) = 16.4 ms\n"
     )
-    qps, latency = export.parse_trtexec_output(log)
+    qps, latency = tensorrt.parse_trtexec_output(log)
     assert qps == 61.5
     assert latency == {"min": 15.9, "max": 17.2, "mean": 16.1, "median": 16.05}
 
 
 def test_onnx_session_picks_available_providers(tiny, tmp_path):
     result = export.export_onnx(tiny, tmp_path / "s.onnx")
-    session = export.onnx_session(result.path)
+    session = onnx_backend.onnx_session(result.path)
     assert session.get_providers()[-1] == "CPUExecutionProvider"
     assert set(session.get_providers()) <= set(ort.get_available_providers())
     with pytest.raises(ValueError, match="NoSuchExecutionProvider"):
-        export.onnx_session(result.path, providers=["NoSuchExecutionProvider"])
+        onnx_backend.onnx_session(result.path, providers=["NoSuchExecutionProvider"])
     with pytest.raises(OSError, match="not found"):
-        export.onnx_session(tmp_path / "missing.onnx")
-    assert export.read_metadata(result.path)["layout"] == "NHWC"
+        onnx_backend.onnx_session(tmp_path / "missing.onnx")
+    assert graph.read_metadata(result.path)["layout"] == "NHWC"
 
 
 # --------------------------------------------------------------------------- weights
@@ -360,7 +381,7 @@ def test_strict_weights_loading(tiny, tmp_path):
     copy = _tiny_model()
     for w in copy.weights:
         w.assign(np.zeros(w.shape, w.dtype))
-    export.load_weights_strict(copy, own)
+    loading.load_weights_strict(copy, own)
     for a, b in zip(copy.get_weights(), tiny.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -369,9 +390,35 @@ def test_strict_weights_loading(tiny, tmp_path):
     other_file = tmp_path / "other.weights.h5"
     other.save_weights(str(other_file))
     with pytest.raises(ValueError, match="another model"):
-        export.load_weights_strict(tiny, other_file)
+        loading.load_weights_strict(tiny, other_file)
     with pytest.raises(ValueError, match="another model"):
-        export.load_weights_strict(other, own)
+        loading.load_weights_strict(other, own)
+
+
+def test_one_set_of_weights_file_rules(tiny, tmp_path):
+    """The builders' weights option and the strict loader refuse the same files, alike."""
+    from models import build_model
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    for load in (
+        lambda w: loading.load_weights_strict(tiny, w, "tiny"),
+        lambda w: build_model("separable_unet", (*SIZE, 3), weights=w),
+    ):
+        with pytest.raises(ValueError, match="not found"):
+            load(str(tmp_path / "missing.weights.h5"))
+        with pytest.raises(ValueError, match="no pretrained weights"):
+            load("imagenet")
+        with pytest.raises(ValueError, match="must be a .weights.h5 or .keras file"):
+            load(str(notes))
+    with pytest.raises(ValueError, match="another model"):
+        build_model("separable_unet", (*SIZE, 3), weights=_saved(tiny, tmp_path))
+
+
+def _saved(model, folder: Path) -> Path:
+    path = folder / f"{model.name}.weights.h5"
+    model.save_weights(str(path))
+    return path
 
 
 def test_training_checkpoint_with_aux_heads_is_accepted(tmp_path):
@@ -382,7 +429,7 @@ def test_training_checkpoint_with_aux_heads_is_accepted(tmp_path):
     trained = build_model(name, (*SIZE, 3), aux=True)
     checkpoint = tmp_path / "aux.weights.h5"
     trained.save_weights(str(checkpoint))
-    model = export.build_for_export(name, SIZE, weights=checkpoint)
+    model = build_for_export(name, SIZE, weights=checkpoint)
     assert not isinstance(model.output, list)
     for layer in model.layers:
         for a, b in zip(
@@ -399,46 +446,39 @@ def _first_buildable() -> str:
     return "separable_unet"
 
 
-def _run_cli(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(repo_root / "convert_to_onnx.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=repo_root,
-        timeout=300,
-    )
-
-
-def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-
-
-def test_cli_bad_opset(repo_root, tmp_path):
+@pytest.mark.slow
+def test_cli_bad_opset(run_cli, tmp_path):
     out = tmp_path / "x.onnx"
-    proc = _run_cli(repo_root, "-m", "fastscnn", "-t", "64,128", "--opset", "99", "-o", str(out))
+    proc = run_cli(
+        "convert_to_onnx.py", "-m", "fastscnn", "-t", "64,128", "--opset", "99", "-o", str(out)
+    )
     assert proc.returncode == 2, proc.stderr
-    assert len(_error_lines(proc)) == 1 and "opset 99" in _error_lines(proc)[0]
+    assert len(proc.error_lines) == 1 and "opset 99" in proc.error_lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_unwritable_output(repo_root, tmp_path):
+@pytest.mark.slow
+def test_cli_unwritable_output(run_cli, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     out = blocker / "model.onnx"
-    proc = _run_cli(repo_root, "-m", "fastscnn", "-t", "64,128", "-o", str(out))
+    proc = run_cli("convert_to_onnx.py", "-m", "fastscnn", "-t", "64,128", "-o", str(out))
     assert proc.returncode == 2, proc.stderr
-    assert len(_error_lines(proc)) == 1 and "a_file" in _error_lines(proc)[0]
+    assert len(proc.error_lines) == 1 and "a_file" in proc.error_lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_cli_weights_of_another_model(repo_root, tmp_path, tiny):
+@pytest.mark.slow
+def test_cli_weights_of_another_model(run_cli, tmp_path, tiny):
     name = _first_buildable()
     weights = tmp_path / "tiny.weights.h5"
     tiny.save_weights(str(weights))
     out = tmp_path / "out" / "model.onnx"
-    proc = _run_cli(repo_root, "-m", name, "-t", "64,128", "-w", str(weights), "-o", str(out))
+    proc = run_cli(
+        "convert_to_onnx.py", "-m", name, "-t", "64,128", "-w", str(weights), "-o", str(out)
+    )
     assert proc.returncode == 2, proc.stderr
-    assert len(_error_lines(proc)) == 1 and "tiny.weights.h5" in _error_lines(proc)[0]
+    assert len(proc.error_lines) == 1 and "tiny.weights.h5" in proc.error_lines[0]
     assert not out.exists() and list(out.parent.iterdir()) == []
 
 
@@ -446,7 +486,7 @@ def test_cli_exports_checks_and_prints_the_trtexec_command(tmp_path, capsys, mon
     import convert_to_onnx
 
     name = _first_buildable()
-    monkeypatch.setattr(export, "find_trtexec", lambda: None)
+    monkeypatch.setattr(tensorrt, "find_trtexec", lambda: None)
     out = tmp_path / "cli.onnx"
     status = convert_to_onnx.main(
         [
@@ -472,3 +512,43 @@ def test_cli_exports_checks_and_prints_the_trtexec_command(tmp_path, capsys, mon
     assert "argmax agreement" in text and "onnx.checker: ok" in text
     assert "trtexec not found" in text
     assert f"--onnx={out}" in text and "--minShapes=input:1x3x64x128" in text
+
+
+def test_cli_fixed_batch_with_an_odd_number_of_check_images(tmp_path, capsys):
+    # `-b 2 --check-images 3` exited 2 after writing the file: check_onnx's rounding to whole
+    # batches never ran (ValueError "this file takes batches of 2 images; got 3 images").
+    import convert_to_onnx
+
+    out = tmp_path / "b2.onnx"
+    args = ["-m", _first_buildable(), "-t", "64,128", "-b", "2", "--check-images", "3"]
+    status = convert_to_onnx.main([*args, "-o", str(out)])
+    text = capsys.readouterr().out
+    assert status == 0, text
+    assert out.is_file()
+    assert "input: float [2, 64, 128, 3]" in text
+    assert "parity vs Keras on 4 street images" in text
+
+
+def test_cli_check_that_cannot_run_leaves_no_file(tmp_path, capsys, monkeypatch):
+    import convert_to_onnx
+
+    def broken(*args, **kwargs):
+        raise ValueError("the check cannot run")
+
+    monkeypatch.setattr(checks, "check_onnx", broken)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        convert_to_onnx.main(["-m", _first_buildable(), "-t", "64,128", "-o", str(out)])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "error: the check cannot run" in captured.err
+    assert "onnx.checker" not in captured.out  # no check result is claimed
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_unknown_model_is_one_line(run_cli):
+    proc = run_cli("convert_to_onnx.py", "-m", "nope")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == proc.error_lines  # no TensorFlow start-up lines
+    assert len(proc.error_lines) == 1 and "'nope'" in proc.error_lines[0]

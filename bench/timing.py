@@ -1,0 +1,289 @@
+"""Timed loops, latency statistics, the timing loop's own overhead and the dense peak.
+
+Conventions follow NVIDIA trtexec: warm up for a time (at least one call), then time calls one
+by one until both a minimum number of iterations and a minimum duration are reached. A budget
+(deadline) may stop the loop earlier; the result then says so (`budget_limited`). The default
+warm-up, iterations and duration are written here once (WARMUP_S, MIN_ITERS, MIN_DURATION_S);
+`bench.jobs.JobSpec` and benchmark.py take theirs from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from utils.machine import available_cores
+
+#: Default warm-up seconds before timing (trtexec --warmUp, in seconds).
+WARMUP_S = 0.2
+#: Default least number of timed calls (trtexec --iterations).
+MIN_ITERS = 10
+#: Default least seconds of timed calls (trtexec --duration).
+MIN_DURATION_S = 3.0
+
+# --------------------------------------------------------------------------- timed loops
+
+
+@dataclasses.dataclass
+class TimingResult:
+    """Per-call latencies of a timed loop and how the loop ended."""
+
+    times_s: list[float]
+    warmup_iters: int
+    warmup_s: float
+    #: True when the deadline stopped the loop before min_iters and min_duration were reached.
+    budget_limited: bool
+    min_iters: int
+    min_duration_s: float
+
+    @property
+    def iterations(self) -> int:
+        """Number of timed calls."""
+        return len(self.times_s)
+
+    @property
+    def total_s(self) -> float:
+        """Sum of the timed calls."""
+        return float(sum(self.times_s))
+
+    def stats(self) -> dict[str, float]:
+        """Latency statistics in milliseconds (percentiles interpolate linearly)."""
+        return latency_stats(self.times_s)
+
+
+def latency_stats(times_s: list[float]) -> dict[str, float]:
+    """Mean, median, p90, p99, min, max and standard deviation in milliseconds."""
+    if not times_s:
+        raise ValueError("no timed iterations to summarise; got an empty list")
+    ms = np.asarray(times_s, dtype=np.float64) * 1e3
+    return {
+        "mean_ms": float(ms.mean()),
+        "median_ms": float(np.median(ms)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "std_ms": float(ms.std()),
+    }
+
+
+def _timed_loop(
+    fn: Callable[[], Any],
+    min_iters: int,
+    min_duration_s: float,
+    deadline: float | None,
+    max_iters: int | None = None,
+) -> tuple[list[float], bool]:
+    """Call fn one at a time until min_iters and min_duration_s are both met (or the deadline)."""
+    clock = time.perf_counter
+    times: list[float] = []
+    append = times.append
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        append(t1 - t0)
+        n = len(times)
+        if max_iters is not None and n >= max_iters:
+            return times, False
+        if n >= min_iters and t1 - start >= min_duration_s:
+            return times, False
+        # Stop when the next call, at the mean latency so far, would end past the deadline.
+        if deadline is not None and t1 + (t1 - start) / n > deadline:
+            return times, True
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    warmup_s: float = WARMUP_S,
+    min_iters: int = MIN_ITERS,
+    min_duration_s: float = MIN_DURATION_S,
+    deadline: float | None = None,
+) -> TimingResult:
+    """Time `fn()` with trtexec's conventions.
+
+    Args:
+        fn: the call to time; it must return only once its work is finished (synchronise
+            asynchronous devices inside it).
+        warmup_s: warm up for this many seconds, at least one call unless it is 0.
+        min_iters: time at least this many calls ...
+        min_duration_s: ... and for at least this many seconds.
+        deadline: a `time.perf_counter()` value; the loop stops before a call that would end
+            after it (always timing at least one call), and the result is `budget_limited`.
+
+    Returns:
+        The TimingResult with every call's latency.
+    """
+    if warmup_s < 0 or min_duration_s < 0:
+        raise ValueError(f"warm-up and duration must be >= 0; got {warmup_s!r}, {min_duration_s!r}")
+    if min_iters < 1:
+        raise ValueError(f"min_iters must be at least 1; got {min_iters!r}")
+    warm_iters = 0
+    start = time.perf_counter()
+    if warmup_s > 0:
+        while True:
+            fn()
+            warm_iters += 1
+            now = time.perf_counter()
+            if now - start >= warmup_s:
+                break
+            if deadline is not None and now + (now - start) / warm_iters > deadline:
+                break
+    warm_s = time.perf_counter() - start
+    times, limited = _timed_loop(fn, min_iters, min_duration_s, deadline)
+    return TimingResult(
+        times_s=times,
+        warmup_iters=warm_iters,
+        warmup_s=warm_s,
+        budget_limited=limited,
+        min_iters=min_iters,
+        min_duration_s=min_duration_s,
+    )
+
+
+def loop_overhead_s(iterations: int = 20000) -> float:
+    """Seconds the timed loop itself adds per call (two clock reads, an append, the checks)."""
+    times, _ = _timed_loop(lambda: None, iterations, 0.0, None, max_iters=iterations)
+    # Each recorded time holds one clock read plus the call; the bookkeeping between calls is
+    # of the same order, so twice the mean no-op time bounds the per-call overhead.
+    return 2.0 * float(np.mean(times))
+
+
+# --------------------------------------------------------------------------- matmul peak
+
+
+def _matmul_onnx(n: int) -> bytes:
+    """A one-node ONNX graph: C = A @ B for float32 (n, n) inputs."""
+    # ONNX libraries only on the paths that run them
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MatMul", ["A", "B"], ["C"])
+    graph = helper.make_graph(
+        [node],
+        "matmul",
+        [
+            helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]),
+            helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n]),
+        ],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _conv_onnx(channels: int, size: int) -> bytes:
+    """A one-node ONNX graph: 3x3 'same' convolution, channels -> channels, NCHW (1, C, S, S)."""
+    # ONNX libraries only on the paths that run them
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((channels, channels, 3, 3))
+    node = helper.make_node("Conv", ["X", "W"], ["Y"], pads=[1, 1, 1, 1])
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        [node],
+        "conv",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(weights.astype(np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+#: Kernels dense_peak times: numpy's BLAS matmul, onnxruntime's MatMul, onnxruntime's 3x3 Conv.
+PEAK_KERNELS = ("numpy", "onnxruntime", "onnxruntime_conv")
+
+
+def dense_peak(
+    n: int = 2048,
+    seconds: float = 2.0,
+    threads: int | None = None,
+    backends: tuple[str, ...] = PEAK_KERNELS,
+    conv_channels: int = 256,
+    conv_size: int = 128,
+) -> dict[str, Any]:
+    """Measure this machine's dense float32 arithmetic rate in GFLOP/s (2 FLOPs per MAC).
+
+    "numpy" and "onnxruntime" multiply two n x n matrices (2 n^3 FLOPs); "onnxruntime_conv"
+    runs a 3x3 convolution of conv_channels -> conv_channels on a conv_size^2 map, the kernel
+    most segmentation networks spend their time in (onnxruntime's blocked NCHWc convolution is
+    faster than its matmul on AVX-512 machines, so a matmul alone understates the peak).
+
+    Args:
+        n: matrix size.
+        seconds: timing per kernel, after one warm-up call.
+        threads: onnxruntime intra-op threads (default: the cores this process may use);
+            numpy uses its BLAS's own setting.
+        backends: which of PEAK_KERNELS to time.
+        conv_channels: channels of the convolution.
+        conv_size: height and width of the convolution's input.
+
+    Returns:
+        {kernel: {"best_gflops", "median_gflops", "calls"}, "peak_gflops": the best rate over
+        the kernels, "matmul_peak_gflops": the best matmul rate, "n": n}.
+    """
+    if n < 1 or seconds <= 0:
+        raise ValueError(f"matmul size and seconds must be positive; got n={n!r}, {seconds!r}")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    flop = 2.0 * n**3
+    out: dict[str, Any] = {
+        "n": n,
+        "conv": f"3x3 {conv_channels}->{conv_channels} on {conv_size}x{conv_size}",
+    }
+    for backend in backends:
+        kernel_flop = flop
+        if backend == "onnxruntime_conv":
+            # ONNX libraries only on the paths that run them
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads or available_cores()
+            sess = ort.InferenceSession(
+                _conv_onnx(conv_channels, conv_size), opts, providers=["CPUExecutionProvider"]
+            )
+            feeds = {
+                "X": rng.standard_normal((1, conv_channels, conv_size, conv_size), dtype=np.float32)
+            }
+            kernel_flop = 2.0 * 9 * conv_channels**2 * conv_size**2
+
+            def call(sess=sess, feeds=feeds) -> None:
+                sess.run(None, feeds)
+        elif backend == "numpy":
+            c = np.empty_like(a)
+
+            def call(c=c) -> None:
+                np.matmul(a, b, out=c)
+        elif backend == "onnxruntime":
+            # ONNX libraries only on the paths that run them
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads or available_cores()
+            sess = ort.InferenceSession(_matmul_onnx(n), opts, providers=["CPUExecutionProvider"])
+            feeds = {"A": a, "B": b}
+
+            def call(sess=sess, feeds=feeds) -> None:
+                sess.run(None, feeds)
+        else:
+            raise ValueError(f"peak kernels are {', '.join(PEAK_KERNELS)}; got {backend!r}")
+        # A tiny warm-up time still makes one untimed call (allocation, thread start-up).
+        times = time_callable(call, warmup_s=1e-6, min_iters=3, min_duration_s=seconds).times_s
+        rates = [kernel_flop / t / 1e9 for t in times]
+        out[backend] = {
+            "best_gflops": max(rates),
+            "median_gflops": float(np.median(rates)),
+            "calls": len(times),
+        }
+    out["peak_gflops"] = max(out[b]["best_gflops"] for b in backends)
+    matmuls = [out[b]["best_gflops"] for b in backends if b != "onnxruntime_conv"]
+    out["matmul_peak_gflops"] = max(matmuls) if matmuls else None
+    return out

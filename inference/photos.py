@@ -1,0 +1,212 @@
+"""Photos in, pictures out: what predict.py segments and the pictures it writes for each photo.
+
+Writes under a results folder, for each photo NAME (CITY_SEQ_FRAME for Cityscapes files, else
+the file stem): ``labelIds/NAME_labelIds.png`` (label ids, for the official server and
+evaluate.py), ``color/NAME_color.png``, ``overlay/NAME_overlay.png``, ``panel/NAME_panel.png``
+and, with Monte Carlo dropout, ``uncertainty/NAME_uncertainty.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from datasets.cityscapes import find_samples, read_image, read_label
+from inference.segmenter import Segmenter
+from utils import visualize
+from utils.io import atomic_path
+from utils.labels import train_to_label_ids
+
+CITYSCAPES_SUFFIX = "_leftImg8bit"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One photo to segment: its file, output name and ground truth (train ids file) if any."""
+
+    image: Path
+    name: str
+    label: Path | None = None
+    label_train_ids: bool = False
+
+
+@dataclasses.dataclass
+class Tally:
+    """What :func:`segment_items` did: photos written and skipped, seconds in the model."""
+
+    done: int = 0
+    skipped: int = 0
+    model_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def output_name(path: Path) -> str:
+    """CITY_SEQ_FRAME for a Cityscapes leftImg8bit file (what the server matches), else the stem."""
+    stem = path.stem
+    if stem.endswith(CITYSCAPES_SUFFIX) and len(stem.split("_")) >= 4:
+        return stem[: -len(CITYSCAPES_SUFFIX)]
+    return stem
+
+
+def _ground_truth_beside(image: Path) -> Path | None:
+    """gtFine/SPLIT/CITY/NAME_gtFine_labelIds.png for a leftImg8bit/SPLIT/CITY/NAME file, if any."""
+    parts = image.resolve().parts
+    if CITYSCAPES_SUFFIX not in image.stem or "leftImg8bit" not in parts[:-1]:
+        return None
+    index = len(parts) - 1 - parts[::-1].index("leftImg8bit")
+    rest = parts[index + 1 :]
+    if len(rest) != 3:
+        return None
+    split, city = rest[0], rest[1]
+    name = output_name(image)
+    for kind in ("gtFine", "gtCoarse"):
+        label = Path(*parts[:index], kind, split, city, f"{name}_{kind}_labelIds.png")
+        if label.is_file():
+            return label
+    return None
+
+
+def _matching_files(spec: str) -> tuple[list[Path], str]:
+    """(files, how to name `spec` in messages) of a folder (recursively), a file or a glob."""
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return files, f"folder {spec!r}"
+    if path.is_file():
+        return [path], f"file {spec!r}"
+    files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    return files, f"glob {spec!r}"
+
+
+def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = None) -> list[Item]:
+    """Files of a folder (recursively) or a glob; a file no decoder recognises is named and either
+    skipped (`skip_bad`, reported through `warn`) or reported as a ValueError."""
+    files, where = _matching_files(spec)
+    if not files:
+        raise ValueError(
+            f"--input {where} matches no files; give a folder of photos or a glob "
+            "such as 'photos/*.jpg'"
+        )
+    items = []
+    names: dict[str, Path] = {}
+    for file in files:
+        if not cv2.haveImageReader(str(file)):
+            message = f"--input file {str(file)!r} is not an image OpenCV can read"
+            if not skip_bad:
+                raise ValueError(f"{message}; remove it or pass --skip-bad")
+            if warn is not None:
+                warn(f"{message}; skipped")
+            continue
+        name = output_name(file)
+        if name in names:
+            raise ValueError(
+                f"--input files {str(names[name])!r} and {str(file)!r} would write "
+                f"outputs of the same name {name!r}; rename one"
+            )
+        names[name] = file
+        items.append(Item(file, name, _ground_truth_beside(file)))
+    if not items:
+        raise ValueError(f"--input {where} holds no readable images")
+    return items
+
+
+def dataset_items(root: str | Path, split: str, coarse: bool = False) -> list[Item]:
+    """The photos of a Cityscapes split (with their ground truth, except for the test split)."""
+    samples = find_samples(root, split, coarse=coarse)
+    with_gt = split != "test"  # the test split has no real annotations
+    return [Item(s.image, s.name, s.label if with_gt else None, s.train_ids) for s in samples]
+
+
+def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive groups of `size` items."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
+    """Write a PNG atomically (RGB arrays are converted to OpenCV's BGR order)."""
+    array = rgb_or_gray
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), array):
+            raise OSError(f"could not write {str(path)!r}; check the results folder")
+
+
+def write_outputs(
+    out: Path,
+    item: Item,
+    photo: np.ndarray,
+    train_ids: np.ndarray,
+    uncertainty: np.ndarray | None,
+    alpha: float,
+) -> None:
+    """Write every output picture of one photo (see the module docstring for names)."""
+    ground_truth = None
+    if item.label is not None:
+        ground_truth = read_label(item.label, train_ids=item.label_train_ids)
+        if ground_truth.shape != train_ids.shape:
+            ground_truth = None  # a label of another size cannot be shown beside the photo
+    color = visualize.colorize(train_ids)
+    _write_png(out / "labelIds" / f"{item.name}_labelIds.png", train_to_label_ids(train_ids))
+    _write_png(out / "color" / f"{item.name}_color.png", color)
+    _write_png(out / "overlay" / f"{item.name}_overlay.png", visualize.overlay(photo, color, alpha))
+    _write_png(
+        out / "panel" / f"{item.name}_panel.png",
+        visualize.panel(photo, train_ids, ground_truth, title=item.name),
+    )
+    if uncertainty is not None:
+        _write_png(
+            out / "uncertainty" / f"{item.name}_uncertainty.png", visualize.heatmap(uncertainty)
+        )
+
+
+def segment_items(
+    segmenter: Segmenter,
+    items: Sequence[Item],
+    out: Path,
+    batch: int = 1,
+    alpha: float = 0.5,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tally:
+    """Segment `items` in batches and write their outputs under `out`.
+
+    An unreadable photo raises its ValueError, or with `skip_bad` is reported through `warn`
+    and counted as skipped; `progress(n)` is called as n more photos are done or skipped.
+    """
+    tally = Tally()
+    start = time.perf_counter()
+    for group in _batches(items, batch):
+        photos, kept = [], []
+        for item in group:
+            try:
+                photos.append(read_image(item.image))
+                kept.append(item)
+            except ValueError as exc:
+                if not skip_bad:
+                    raise
+                if warn is not None:
+                    warn(f"{exc}; skipped")
+                tally.skipped += 1
+                if progress is not None:
+                    progress(1)
+        if not kept:
+            continue
+        tick = time.perf_counter()
+        results = segmenter.predict(photos)
+        tally.model_seconds += time.perf_counter() - tick
+        for item, photo, result in zip(kept, photos, results, strict=True):
+            write_outputs(out, item, photo, result.train_ids, result.uncertainty, alpha)
+            tally.done += 1
+            if progress is not None:
+                progress(1)
+    tally.seconds = time.perf_counter() - start
+    return tally

@@ -1,0 +1,61 @@
+"""A registered model built for inference: float32, inference heads only, trained weights loaded.
+
+What predict, evaluate and export build (``models.loading`` holds the rules it loads by; this
+module imports the registry, so no model file may import it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from models.loading import check_weights_file, load_weights_strict
+from models.registry import build_model, get_info
+
+
+def build_for_export(
+    name: str,
+    input_size: Sequence[int],
+    weights: str | os.PathLike | None = None,
+    **model_options: Any,
+) -> keras.Model:
+    """Build registered model `name` in float32 (inference heads only) and load trained weights.
+
+    A weights file saved from the training model with auxiliary heads (``aux=True``) is
+    accepted too: it is loaded into the aux model and the shared layers are copied by name.
+
+    Args:
+        name: a key of models.MODELS.
+        input_size: (H, W) of the built model.
+        weights: trained ``.weights.h5``/``.keras`` file, or None for random initialisation.
+        **model_options: builder options (backbone, output_stride, ...).
+    """
+    height, width = int(input_size[0]), int(input_size[1])
+    what = f"{name} at {height}x{width}" + "".join(f", {k}={v}" for k, v in model_options.items())
+    if weights is not None:
+        weights = check_weights_file(weights, what)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = build_model(name, (height, width, 3), **model_options)
+        if weights is None:
+            return model
+        try:
+            load_weights_strict(model, weights, what)
+        except ValueError:
+            if not get_info(name).aux_weights:
+                raise
+            trained = build_model(name, (height, width, 3), aux=True, **model_options)
+            try:
+                load_weights_strict(trained, weights, f"{what} with aux heads")
+            except ValueError:
+                load_weights_strict(model, weights, what)  # re-raise the plain model's message
+                raise
+            for layer in model.layers:
+                layer.set_weights(trained.get_layer(layer.name).get_weights())
+        return model
+    finally:
+        keras.config.set_dtype_policy(previous)

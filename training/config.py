@@ -1,0 +1,61 @@
+"""The settings of a training run, checked once when they are made."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from models import get_info
+from models.layers import check_input_size
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs (train.py fills it from the command line and the recipe).
+
+    `batch_size` is per replica; the global batch is batch_size x replicas. `learning_rate`,
+    `min_lr` and `max_lr` are multiplied by the number of replicas when `lr_scaling` is "linear"
+    (the rates are given for one replica's batch).
+
+    The model name, the input size, the batch size and the epochs are checked once, here, when
+    the config is made (ValueError naming the value): before anything is built or written.
+    """
+
+    model: str
+    input_size: tuple[int, int]
+    batch_size: int
+    epochs: int
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float | None = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "polynomial"
+    power: float = 0.9
+    min_lr: float | None = None
+    max_lr: float | None = None
+    cycle: int | None = None
+    warmup_epochs: float = 0.0
+    lr_scaling: str = "linear"
+    mixed_precision: bool = False
+    xla: bool = False
+    seed: int = 0
+    output_dir: str = "runs"
+    val_every: int = 1
+    class_weights: list[float] | None = None
+    freeze_backbone: bool = False
+    weights: str | None = None
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps_per_epoch: int | None = None
+    resume: str | None = None
+    coarse: bool = False
+    skip_bad: bool = False
+    num_classes: int = 19
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(self.input_size)
+        height, width = self.input_size
+        check_input_size(self.model, height, width, get_info(self.model).size_multiple)
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(
+                f"batch size and epochs must be >= 1, got {self.batch_size!r} and {self.epochs!r}"
+            )

@@ -1,0 +1,338 @@
+"""A training run: settings in; checkpoints, logs and the last validation's scores out.
+
+`run_training` reads as its steps: find where the run starts (the one check of -r and of the
+run already in the output folder), plan the data and the schedule, build the model (the shared
+set-up of training.setup), resume, then for every epoch train, validate, log and save.
+Validation scores come from one confusion matrix summed over batches, replicas and workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from datasets.cityscapes import find_samples
+from training.checkpoints import CheckpointSaver, ResumePoint
+from training.config import TrainConfig
+from training.logs import TrainLogs, first_batch, preview
+from training.schedules import make_schedule
+from training.setup import TrainingSetup, build_setup, input_fn
+from training.trainer import Trainer
+from utils.io import check_writable_dir
+
+__all__ = ["NonFiniteLossError", "TrainResult", "run_training", "scaled_rates"]
+
+#: Progress-bar values shown as they are, not averaged over the epoch.
+_PROGRESS = ["loss", "lr", "img/s", "val_loss", "val_miou", "val_acc"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stopped before saving that epoch."""
+
+    def __init__(self, epoch: int, step: int, last_checkpoint: str | None) -> None:
+        self.epoch, self.step, self.last_checkpoint = epoch, step, last_checkpoint
+        kept = (
+            f"the last good checkpoint is {last_checkpoint}"
+            if last_checkpoint
+            else "no checkpoint had been written yet"
+        )
+        super().__init__(
+            f"the training loss became NaN/inf at epoch {epoch}, step {step}; "
+            f"training stopped and {kept}; lower the learning rate (-l/--max-lr) "
+            "or check the data"
+        )
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced."""
+
+    history: list[dict[str, Any]]
+    start_epoch: int
+    last_weights: str | None
+    best_weights: str | None
+    scores: dict[str, Any] | None
+    policy: str
+    num_replicas: int
+    global_batch: int
+
+
+def scaled_rates(
+    config: TrainConfig, num_replicas: int
+) -> tuple[float, float | None, float | None]:
+    """(learning_rate, min_lr, max_lr) after the documented batch scaling."""
+    if config.lr_scaling not in ("linear", "none"):
+        raise ValueError(f"lr scaling must be linear or none, got {config.lr_scaling!r}")
+    factor = float(num_replicas) if config.lr_scaling == "linear" else 1.0
+    return (
+        config.learning_rate * factor,
+        None if config.min_lr is None else config.min_lr * factor,
+        None if config.max_lr is None else config.max_lr * factor,
+    )
+
+
+@dataclasses.dataclass
+class _Plan:
+    """The data, the batch and the schedule of a run."""
+
+    train_samples: list[Any]
+    val_samples: list[Any]
+    num_replicas: int
+    global_batch: int
+    steps: int  # optimizer steps per epoch
+    learning_rate: float  # the base rate after scaling
+    schedule: keras.optimizers.schedules.LearningRateSchedule
+
+
+def _plan(
+    config: TrainConfig, strategy: tf.distribute.Strategy, root: str | os.PathLike | None
+) -> _Plan:
+    """Find the samples, size the global batch and the epoch, and make the schedule."""
+    train_samples = find_samples(root, "train", coarse=config.coarse)
+    val_samples = find_samples(root, "val")
+    num_replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * num_replicas
+    steps = len(train_samples) // global_batch
+    if steps < 1:
+        raise ValueError(
+            f"the global batch ({config.batch_size} x {num_replicas} replicas = "
+            f"{global_batch}) exceeds the {len(train_samples)} training images; "
+            "lower -b/--batch"
+        )
+    if config.steps_per_epoch:
+        steps = int(config.steps_per_epoch)  # the training data repeats, so any count works
+    lr, min_lr, max_lr = scaled_rates(config, num_replicas)
+    schedule = make_schedule(
+        config.schedule,
+        lr,
+        steps * config.epochs,
+        min_lr=min_lr,
+        max_lr=max_lr,
+        power=config.power,
+        cycle=config.cycle,
+        warmup_steps=int(round(config.warmup_epochs * steps)),
+    )
+    return _Plan(train_samples, val_samples, num_replicas, global_batch, steps, lr, schedule)
+
+
+def _resume(
+    point: ResumePoint | None,
+    setup: TrainingSetup,
+    saver: CheckpointSaver,
+    checkpoint: tf.train.Checkpoint,
+    steps: int,
+    say: Callable[[str], None],
+) -> int:
+    """Load the resume point, if any, and return the epoch training starts after (0: none)."""
+    if point is None:
+        return 0
+    saver.restore(point, setup.model, setup.inference, checkpoint)
+    if point.state is None:  # a bare weights file: the schedule restarts at its epoch's step
+        setup.optimizer.iterations.assign(point.epoch * steps)
+    say(
+        f"Resuming from {point.weights} at epoch {point.epoch + 1} (optimizer step "
+        f"{int(setup.optimizer.iterations.numpy())})"
+    )
+    return point.epoch
+
+
+def _train_epoch(
+    trainer: Trainer,
+    iterator: Iterator[Any],
+    plan: _Plan,
+    epoch: int,
+    progbar: keras.utils.Progbar,
+    saver: CheckpointSaver,
+) -> dict[str, Any]:
+    """`plan.steps` optimizer steps; the epoch's log row (mean losses, rate, time, images/s).
+
+    Raises NonFiniteLossError, naming the last good checkpoint, when the loss turns NaN/inf.
+    """
+    totals = {"loss": 0.0, "main_loss": 0.0, "aux_loss": 0.0}
+    started = time.perf_counter()
+    for step in range(plan.steps):
+        rate = trainer.learning_rate()
+        values = trainer.train_step(next(iterator))
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(epoch + 1, step + 1, saver.last_weights)
+        for key in totals:
+            totals[key] += values[key]
+        elapsed = time.perf_counter() - started
+        progbar.update(
+            step + 1,
+            [
+                ("loss", totals["loss"] / (step + 1)),
+                ("lr", rate),
+                ("img/s", (step + 1) * plan.global_batch / elapsed),
+            ],
+            finalize=False,
+        )
+    epoch_time = time.perf_counter() - started
+    row: dict[str, Any] = {k: v / plan.steps for k, v in totals.items()}
+    row.update(
+        epoch=epoch + 1,
+        learning_rate=trainer.learning_rate(),
+        epoch_time_s=epoch_time,
+        images_per_s=plan.steps * plan.global_batch / epoch_time,
+    )
+    return row
+
+
+def _validate(trainer: Trainer, dist_dataset: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """Score the validation set and add its loss, mIoU and pixel accuracy to the epoch's row."""
+    scores = trainer.evaluate(dist_dataset)
+    row.update(
+        val_loss=scores["loss"],
+        val_mean_iou=scores["mean_iou"],
+        val_pixel_accuracy=scores["pixel_accuracy"],
+    )
+    return scores
+
+
+def _finish_progress(progbar: keras.utils.Progbar, steps: int, row: dict[str, Any]) -> None:
+    """The epoch's last progress line: its means, and the validation when there was one."""
+    extra = [
+        ("loss", row["loss"]),
+        ("lr", row["learning_rate"]),
+        ("img/s", row["images_per_s"]),
+    ]
+    if "val_loss" in row:
+        extra += [
+            ("val_loss", row["val_loss"]),
+            ("val_miou", row["val_mean_iou"]),
+            ("val_acc", row["val_pixel_accuracy"]),
+        ]
+    progbar.update(steps, extra, finalize=True)
+
+
+@dataclasses.dataclass
+class _Run:
+    """A run once it is set up: what every epoch trains, validates, logs and saves."""
+
+    config: TrainConfig
+    strategy: tf.distribute.Strategy
+    plan: _Plan
+    setup: TrainingSetup
+    saver: CheckpointSaver
+    checkpoint: tf.train.Checkpoint
+    logs: TrainLogs
+    verbose: bool  # show the progress bar (the chief, when a log is wanted)
+    preview_batch: tuple[np.ndarray, np.ndarray] | None  # on the chief
+
+    def dataset(self, samples: Sequence[Any], epoch: int, training: bool) -> Any:
+        """The distributed dataset of `samples` for `epoch` (every worker reads its shard)."""
+        config = self.config
+        return self.strategy.distribute_datasets_from_function(
+            input_fn(
+                samples,
+                self.plan.global_batch,
+                config.input_size,
+                training,
+                config.seed,
+                epoch,
+                config.skip_bad,
+            )
+        )
+
+    def epoch(self, epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Train epoch `epoch` (0-based), validate when due, log and save: (row, scores|None)."""
+        config, plan, setup = self.config, self.plan, self.setup
+        progbar = keras.utils.Progbar(
+            plan.steps, verbose=1 if self.verbose else 0, stateful_metrics=_PROGRESS
+        )
+        iterator = iter(self.dataset(plan.train_samples, epoch, True))
+        row = _train_epoch(setup.trainer, iterator, plan, epoch, progbar, self.saver)
+        scores = panel = None
+        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+            scores = _validate(setup.trainer, self.dataset(plan.val_samples, epoch, False), row)
+            if self.preview_batch is not None:
+                panel = preview(setup.inference, *self.preview_batch)
+        _finish_progress(progbar, plan.steps, row)
+        self.logs.write(row, panel)
+        meta = {
+            "optimizer_step": int(setup.optimizer.iterations.numpy()),
+            "steps_per_epoch": plan.steps,
+            "global_batch": plan.global_batch,
+            "policy": setup.policy,
+            "settings": {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"},
+        }
+        self.saver.save(epoch + 1, row, setup.inference, self.checkpoint, meta)
+        if scores is not None:
+            self.logs.write_scores(scores, epoch + 1)
+        return row, scores
+
+
+def run_training(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    worker_index: int = 0,
+    root: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train `config.model` on Cityscapes at `root`, validating, logging and checkpointing.
+
+    Args:
+        config: the run's settings.
+        strategy: created with training.distribute.make_strategy before anything else.
+        worker_index: this worker (0 is the chief, which alone writes files and prints).
+        root: Cityscapes root (from datasets.cityscapes.resolve_root).
+        log: receives the lines a CLI prints ("Epoch N/E" and notes); None to stay quiet.
+
+    Raises:
+        ValueError: bad settings, an unusable resume file or output folder.
+        OSError: an output folder that cannot be written.
+        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    chief = worker_index == 0
+    say = log if (log is not None and chief) else (lambda _line: None)
+    output_dir = Path(config.output_dir)
+    saver = CheckpointSaver(output_dir, config.model, chief)
+    point = saver.find_resume(config.resume)
+    if chief:
+        check_writable_dir(output_dir)
+    plan = _plan(config, strategy, root)
+    setup = build_setup(config, strategy, plan.schedule)
+    checkpoint = tf.train.Checkpoint(model=setup.model, optimizer=setup.optimizer)
+    start_epoch = _resume(point, setup, saver, checkpoint, plan.steps, say)
+    logs = TrainLogs(output_dir, chief, start_epoch)
+    height, width = config.input_size
+    say(
+        f"{config.model}: {len(plan.train_samples)} training and {len(plan.val_samples)} "
+        f"validation images at {height}x{width}, global batch {plan.global_batch} "
+        f"({config.batch_size} x {plan.num_replicas} replicas), {plan.steps} steps/epoch, "
+        f"{setup.policy}, lr {plan.learning_rate:g} ({config.lr_scaling} scaling)"
+    )
+    preview_batch = first_batch(plan.val_samples, config.input_size) if chief else None
+    verbose = chief and log is not None
+    run = _Run(config, strategy, plan, setup, saver, checkpoint, logs, verbose, preview_batch)
+    history: list[dict[str, Any]] = []
+    scores = None
+    for epoch in range(start_epoch, config.epochs):
+        say(f"Epoch {epoch + 1}/{config.epochs}")
+        row, epoch_scores = run.epoch(epoch)
+        history.append(row)
+        scores = epoch_scores if epoch_scores is not None else scores
+    if start_epoch >= config.epochs:
+        say(
+            f"the run in {output_dir} has already trained {start_epoch} of {config.epochs} "
+            "epochs; raise -e/--epochs to train further"
+        )
+    return TrainResult(
+        history,
+        start_epoch,
+        saver.last_weights,
+        saver.best_weights,
+        scores,
+        setup.policy,
+        plan.num_replicas,
+        plan.global_batch,
+    )
