@@ -1,9 +1,6 @@
 """The registry: CLI name -> ModelInfo (builder and metadata), build_model, count_params.
 
-Every model maps float32 RGB images with values in [0, 255], shape (N, H, W, 3), to float32
-logits of shape (N, H, W, num_classes). Input normalisation is the model's first layer, so
-the data pipeline keeps images uint8 until they reach the device and exported ONNX files take
-raw pixels.
+The model contract is in the package docstring (models/__init__.py).
 """
 
 from __future__ import annotations
