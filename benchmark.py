@@ -7,6 +7,8 @@ results/benchmark.{md,csv,json,png}. Subcommands give the other figures:
   models   parameters and compute (GMACs / GFLOPs) beside the published figures (bench.models)
   train    training images/s (bench.train.measure_train_throughput)
   data     input pipeline images/s against the decode ceiling (bench.data)
+  fit      learning check: inference- against training-mode mIoU after brief training
+           (bench.fit), without and with precise batch norm
   eval     our evaluator against the official cityscapesscripts one (bench.eval)
 
 Timing follows trtexec: warm up for --warmup seconds (at least one call), then time calls one
@@ -276,6 +278,44 @@ def _add_data_command(sub: Any) -> None:
     data.add_argument("--output-dir", default="results", help="folder for benchmark_data.{md,json}")
 
 
+def _add_fit_command(sub: Any) -> None:
+    """`fit`: the learning check (inference against training mode after brief training)."""
+    fit = sub.add_parser(
+        "fit",
+        help="learning check: inference- against training-mode mIoU after brief training",
+        formatter_class=HelpFormatter,
+        description="Train a model briefly (train.py's pipeline) and score a split in "
+        "inference mode without and with precise batch norm, and in training mode "
+        "(bench.fit.measure_fit). Data: -p/--path or CITYSCAPES_DATASET, else a generated "
+        "synthetic tree (20 images of 512x1024 per split).",
+    )
+    add_dataset_args(fit, coarse=False, skip_bad=False)
+    fit.add_argument(
+        "--models", nargs="+", default=["fastscnn"], metavar="MODEL",
+        help="models (NAME or NAME:key=value,...)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--size", type=parse_target_size, default=(256, 512), metavar="H,W", help="crop size"
+    )
+    fit.add_argument("-b", "--batch-size", type=positive_int, default=4, help="batch size")
+    fit.add_argument("--steps", type=positive_int, default=300, help="optimizer steps")
+    fit.add_argument("--optimizer", default="adam", help="optimizer (train.py's names)")
+    fit.add_argument("-l", "--learning-rate", type=float, default=1e-3, help="constant rate")
+    fit.add_argument(
+        "--bn-momentum", type=float, nargs="+", default=None, metavar="M",
+        help="batch-norm momenta to try, one row each (default: the model's own)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--precise-bn", type=positive_int, default=256, metavar="N",
+        help="training images of the precise batch-norm estimate",
+    )  # fmt: skip
+    fit.add_argument("--split", default="val", choices=["train", "val"], help="split scored")
+    fit.add_argument("--seed", type=int, default=0, help="seed of weights and augmentation")
+    fit.add_argument(
+        "--output-dir", default="results", help="folder for benchmark_fit.{md,csv,json}"
+    )
+
+
 def _add_eval_command(sub: Any) -> None:
     """`eval`: our evaluator against the official one."""
     ev = sub.add_parser(
@@ -330,13 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_timing_args(parser)
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{models,train,data,eval}",
+        metavar="{models,train,data,fit,eval}",
         help="other figures (default: the inference benchmark)",
     )
 
     _add_models_command(sub)
     _add_train_command(sub)
     _add_data_command(sub)
+    _add_fit_command(sub)
     _add_eval_command(sub)
     return parser
 
@@ -475,6 +516,46 @@ def data(args: argparse.Namespace, argv: list[str] | None) -> None:
     _print_summary(table, args.output_dir, "benchmark_data")
 
 
+def fit(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """`fit`: the learning check."""
+    # after parsing: keeps --help and usage errors instant
+    import os
+
+    from bench.runs import run_fit
+    from datasets.options import dataset_root
+    from training.trainer import OPTIMIZERS
+
+    if args.optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {args.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
+    for momentum in args.bn_momentum or []:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"--bn-momentum values must be in [0, 1), got {momentum!r}")
+    check_writable_dir(args.output_dir)  # before a synthetic tree is generated
+    if args.path is None and not os.environ.get("CITYSCAPES_DATASET"):
+        args.synthetic = True
+    root = dataset_root(args, num_synthetic=20, synthetic_size=(512, 1024))
+    _, table = run_fit(
+        model_specs(args.models),
+        root,
+        bool(args.synthetic),
+        args.bn_momentum or [None],
+        args.output_dir,
+        command_line(argv),
+        log=print,
+        size=args.size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        precise_images=args.precise_bn,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        split=args.split,
+        seed=args.seed,
+    )
+    _print_summary(table, args.output_dir, "benchmark_fit")
+
+
 def evaluation(args: argparse.Namespace, argv: list[str] | None) -> None:
     """`eval`: our evaluator against the official one."""
     # after parsing: keeps --help and usage errors instant
@@ -503,7 +584,14 @@ def _print_summary(table: str, output_dir: str, stem: str) -> None:
     print(f"results in {Path(output_dir)}/{stem}.{{md,csv,json}}")
 
 
-COMMANDS = {"models": models, "train": train, "data": data, "eval": evaluation, None: inference}
+COMMANDS = {
+    "models": models,
+    "train": train,
+    "data": data,
+    "fit": fit,
+    "eval": evaluation,
+    None: inference,
+}
 
 
 @guard

@@ -5,8 +5,10 @@ street-like images (max |logit difference| and argmax agreement) and looks for c
 TensorRT's ONNX parser rejects; it prints a summary (opset, inputs/outputs, op counts, size).
 
 Exit status: 0 when every check passes; 1 when the parity check fails (agreement below 99.9% or
-a logit difference above 1e-3 x max(1, max |logit|) for float32; see deploy/checks.py for
-float16) or the graph holds a construct TensorRT rejects (unless --skip-trt-check); 2 for bad
+a logit difference above 1e-3 x max(1, max |logit|) for float32; a model whose outputs jump at
+pooling ties, bayes_segnet, needs 99.5% agreement and has its relative difference reported; see
+deploy/checks.py and docs/jetson.md for float16) or the graph holds a construct TensorRT rejects
+(unless --skip-trt-check); 2 for bad
 input (unknown model, weights of another model or size, an opset tf2onnx does not write, an
 output path that cannot be written), with no file left behind.
 

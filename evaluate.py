@@ -1,9 +1,10 @@
 """Evaluate Cityscapes predictions with the official pixel-level metrics (IoU, iIoU), fast.
 
 Scores a folder of prediction PNGs (label ids, or train ids with --train-ids) against gtFine of a
-split, or runs a model over the split first (-m MODEL -w WEIGHTS). The numbers are those of
-cityscapesscripts' evalPixelLevelSemanticLabeling (same result keys, equal to 1e-9), computed
-with parallel decoding and one histogram per image instead of Python loops.
+split, or runs a model over the split first (-m MODEL -w WEIGHTS). Scoring PNGs needs only
+gtFine/ under the root, as the official script does; -m needs leftImg8bit/ too. The numbers are
+those of cityscapesscripts' evalPixelLevelSemanticLabeling (same result keys, equal to 1e-9),
+computed with parallel decoding and one histogram per image instead of Python loops.
 
 Writes under -r: resultPixelLevelSemanticLabeling.json (the official keys), evaluation.md (class
 and category tables, IoU and nIoU) and confusion_matrix.png.
@@ -23,7 +24,7 @@ from typing import Any
 
 from datasets.options import add_dataset_args, dataset_root
 from models.options import add_model_args, model_options
-from utils.cli import fail, guard, make_parser, positive_int
+from utils.cli import fail, guard, make_parser, positive_int, quiet_tensorflow
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of prediction PNGs named CITY_SEQ_FRAME*.png (searched "
         "recursively; a predict.py results folder works as it is)",
     )
-    add_dataset_args(parser, coarse=False, skip_bad=False)
+    add_dataset_args(
+        parser,
+        coarse=False,
+        skip_bad=False,
+        path_help="Cityscapes root holding gtFine/ (and leftImg8bit/, for -m)",
+    )
     scoring = parser.add_argument_group("scoring")
     scoring.add_argument(
         "--split",
@@ -114,9 +120,10 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
     )
 
     # after parsing: keeps --help and usage errors instant
-    from inference.segmenter import Segmenter, resize_map
+    from inference.segmenter import Segmenter
     from utils.cli import quiet_tensorflow
     from utils.labels import train_to_label_ids
+    from utils.resize import resize_map
 
     quiet_tensorflow()
     if args.weights is None and args.onnx is None:
@@ -200,7 +207,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start = time.perf_counter()
     out = check_writable_dir(args.results_path)
-    root = dataset_root(args)
+    if args.model is not None:
+        quiet_tensorflow()  # before anything imports it: an error stays the only line on stderr
+        why = "-m runs the model on its images; --predictions needs only gtFine/"
+        root = dataset_root(args, why=why)
+    else:
+        root = dataset_root(args, require=("gtFine",))  # as the official script: gtFine only
     progress = not args.no_progress and sys.stderr.isatty()
     if args.model is not None:
         result = evaluate_model(args, root, progress)

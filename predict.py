@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tqdm import tqdm
 
     # After quiet_tensorflow: the segmenter imports Keras and the model files.
+    from datasets.cityscapes import BadFileError, skip_bad_hint
     from datasets.options import dataset_root
     from inference import photos
     from inference.segmenter import Segmenter
@@ -134,17 +135,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         mc_samples=args.mc_samples,
         seed=args.seed,
     )
-    with tqdm(total=len(items), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
-        tally = photos.segment_items(
-            segmenter,
-            items,
-            out,
-            batch=args.batch,
-            alpha=args.alpha,
-            skip_bad=args.skip_bad,
-            warn=_warn,
-            progress=bar.update,
-        )
+    try:
+        with tqdm(total=len(items), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
+            tally = photos.segment_items(
+                segmenter,
+                items,
+                out,
+                batch=args.batch,
+                alpha=args.alpha,
+                skip_bad=args.skip_bad,
+                warn=_warn,
+                progress=bar.update,
+            )
+    except BadFileError as exc:  # the outputs of the photos before it are complete
+        raise (exc if args.skip_bad else skip_bad_hint(exc)) from None
     if tally.done == 0:
         fail(f"no image could be read ({tally.skipped} skipped); nothing was written")
     engine = "onnxruntime" if args.onnx else "Keras"

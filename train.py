@@ -5,12 +5,19 @@ Options left out take the model's recipe (models.get_info(name).recipe). -b is t
 replica; the global batch is -b x replicas and, with --lr-scaling linear (default), the learning
 rates are multiplied by the number of replicas. The run writes into --output-dir (default
 runs/MODEL): weights-[epoch]-[val-acc]-[val-loss]-[datetime].weights.h5 for the best and the last
-epoch, the training state beside each (.state/), log.csv, TensorBoard logs (logs/) and
-val_scores.json. Rerunning the same command after a crash continues from the last completed epoch.
+epoch, copied to best.weights.h5 and last.weights.h5, the training state beside each (.state/),
+log.csv, TensorBoard logs (logs/) and val_scores.json. Rerunning the same command after a crash
+continues from the last completed epoch; a command with other settings (batch, schedule, size,
+data, ...) is refused, naming them (--output-dir for a new run, -r FILE to continue anyway).
+
+Before each validation and checkpoint, precise batch norm (--precise-bn N) sets the batch-norm
+moving statistics to the average statistics of N training images under the current weights, so
+the saved model predicts in inference mode as well as it trains. The validation is scored as
+evaluate.py scores: class scores resized to the full-resolution ground truth, official mIoU.
 
 Examples:
   python train.py -m fastscnn --synthetic -t 256,512 -b 4 -e 10
-  python train.py -m deeplabv3+ --backbone xception -p /data/cityscapes -r runs/deeplabv3+/weights-...
+  python train.py -m deeplabv3+ --backbone xception -p /data/cityscapes -r runs/deeplabv3+/last.weights.h5
   python train.py -m fastscnn -f sgd --momentum 0.9        (learning-rate finder)
   srun python train.py -m fastscnn -p /data/cityscapes     (see scripts/slurm_train.sh)
 """
@@ -45,6 +52,17 @@ def _float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """Argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The train.py argument parser."""
     quiet_tensorflow()
@@ -68,9 +86,10 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
         "-r",
         "--resume",
         default=None,
-        help="resume from a weights-[epoch]-[val-acc]-[val-loss]-[datetime]"
-        ".weights.h5 file (with its .state/ folder: optimizer and schedule "
-        "position too; without it: weights and epoch from the name)",
+        help="resume from a run's last.weights.h5 / best.weights.h5 or a "
+        "weights-[epoch]-[val-acc]-[val-loss]-[datetime].weights.h5 file (with its .state/ "
+        "folder: optimizer and schedule position too; without it: weights and epoch from the "
+        "name), also with settings other than the run's (the changes are listed)",
     )
     parser.add_argument(
         "-b",
@@ -90,6 +109,24 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
         help="mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU",
     )
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument(
+        "--bn-momentum",
+        type=_float,
+        default=None,
+        help="batch-norm momentum, Keras' convention (moving = m * moving + (1 - m) * batch; "
+        "PyTorch's 0.1 is 0.9 here) for every BatchNormalization layer (default: the value "
+        "of the implementation that reproduces the model's published result: README, "
+        "'Batch norm')",
+    )
+    parser.add_argument(
+        "--precise-bn",
+        type=_non_negative_int,
+        default=256,
+        metavar="N",
+        help="before each validation and checkpoint, set the batch-norm moving statistics "
+        "to the average batch statistics of N training images (at most one pass over the "
+        "training set) with the current weights; 0 turns it off",
+    )
     parser.add_argument(
         "-f",
         "--lrfinder",
@@ -318,6 +355,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume,
         coarse=args.coarse,
         skip_bad=args.skip_bad,
+        bn_momentum=args.bn_momentum,
+        precise_bn=args.precise_bn,
     )
 
 
@@ -368,15 +407,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{dist.num_replicas} replicas"
         )
     if args.lrfinder:
-        _run_finder(args, config, strategy, dist, root)
+        # after parsing: keeps --help and usage errors instant
+        from datasets.pipeline import bad_file_errors
+
+        with bad_file_errors(skip_bad_option=not args.skip_bad):
+            _run_finder(args, config, strategy, dist, root)
         return 0
 
     # after parsing: keeps --help and usage errors instant
+    from datasets.pipeline import bad_file_errors
     from training.run import NonFiniteLossError, run_training
 
     log = print if dist.is_chief else None
     try:
-        result = run_training(config, strategy, dist.worker_index, root, log=log)
+        # a bad file: one line naming it (the checkpoints written so far stay)
+        with bad_file_errors(skip_bad_option=not args.skip_bad):
+            result = run_training(config, strategy, dist.worker_index, root, log=log)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

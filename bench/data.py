@@ -15,8 +15,8 @@ import cv2
 import tensorflow as tf
 
 from datasets.augment import augment_pair
-from datasets.cityscapes import Sample, find_samples, read_image, read_label
-from datasets.pipeline import build_dataset
+from datasets.cityscapes import Sample, find_samples, load_pair, read_image, read_label
+from datasets.pipeline import bad_file_errors, build_dataset
 from utils.io import read_png
 from utils.labels import ID_TO_TRAIN_ID
 from utils.machine import available_cores, peak_rss_mb
@@ -45,10 +45,14 @@ def benchmark_pipeline(
     is reported (the machine may be shared), with every run listed, and the process CPU time
     per image of the fastest run. A one-thread breakdown (decode, label check, augmentation)
     shows where the pipeline's time beyond decoding goes.
+
+    Every file read is checked first (`check_files`): a bad one raises BadFileError naming it
+    before any timing (TensorFlow's decoder, the third ceiling, would fail without the name).
     """
     workers = workers or available_cores()
     samples = find_samples(root, split)
     files = [samples[i % len(samples)] for i in range(num_images)]
+    check_files(samples[:num_images], workers)
     tf_decoded = _tf_decoded(files, workers)
     runs: dict[str, list[Rate]] = {"ceiling": [], "opencv": [], "tf": [], "pipeline": []}
     for _ in range(max(1, repeats)):
@@ -78,6 +82,14 @@ def benchmark_pipeline(
         **stage_times(files, size),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def check_files(samples: Sequence[Sample], workers: int) -> None:
+    """Decode and check every image and label (`load_pair`, in `workers` threads); BadFileError
+    naming the first bad file."""
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(load_pair, samples):
+            pass
 
 
 def stage_times(files: Sequence[Sample], size: Sequence[int]) -> dict[str, float]:
@@ -165,8 +177,9 @@ def _pipeline(files: Sequence[Sample], size: Sequence[int], batch_size: int, wor
         drop_remainder=False,
         num_parallel_calls=workers,
     )
-    batches = iter(ds)
-    seen = 0
-    while seen < warm:
-        seen += int(next(batches)[0].shape[0])
-    return _timed(lambda: [None for _ in batches], len(files))
+    with bad_file_errors():  # a file that went bad since check_files: named, iterator released
+        batches = iter(ds)
+        seen = 0
+        while seen < warm:
+            seen += int(next(batches)[0].shape[0])
+        return _timed(lambda: [None for _ in batches], len(files))

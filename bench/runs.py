@@ -92,6 +92,68 @@ def run_train(
     return rows, table
 
 
+FIT_NOTES = """
+## Reading the figures
+
+One model trained for `steps` optimizer steps (train.py's pipeline and augmentation), then the
+`split` scored three ways with the same weights, at full resolution with the official class
+mIoU (as train.py validates and evaluate.py scores):
+
+- **moving**: inference mode with the batch-norm moving statistics as training left them (what a
+  run without precise batch norm, `--precise-bn 0`, saves);
+- **precise**: inference mode after precise batch norm (`precise_bn_images` training images;
+  what train.py saves by default);
+- **training_mode**: each validation batch normalised with its own statistics.
+
+`moving` far below `training_mode` means the moving statistics do not fit the weights: the
+model predicts the majority class at inference time. `precise` close to `training_mode` is what a
+working run gives. Synthetic data is easier than real frames: this checks the mechanism, not
+Cityscapes accuracy.
+"""
+
+
+def run_fit(
+    specs: list[tuple[str, dict[str, Any]]],
+    root: Path,
+    synthetic: bool,
+    momenta: list[float | None],
+    output_dir: str | os.PathLike,
+    command: str = "",
+    log: Any = None,
+    **fit: Any,
+) -> tuple[list[dict[str, Any]], str]:
+    """The learning check per model and batch-norm momentum; writes benchmark_fit.{md,csv,json}.
+
+    Args:
+        specs: (name, options) per model.
+        root: the data set; synthetic: whether it was generated.
+        momenta: batch-norm momenta to try (None: the model's own).
+        output_dir: folder of the result files; command: what reproduces the run.
+        log: receives progress lines.
+        **fit: size, batch_size, steps, precise_images, optimizer, learning_rate, split, seed
+            of bench.fit.measure_fit.
+    """
+    # The training set-up imports TensorFlow and Keras.
+    from bench.fit import measure_fit
+
+    out_dir = check_writable_dir(output_dir)
+    t_start, load = time.monotonic(), LoadMeter()
+    rows = []
+    for name, opts in specs:
+        for momentum in momenta:
+            row: dict[str, Any] = {"model": spec_label(name, opts), "root": str(root)}
+            row["synthetic"] = synthetic
+            row.update(measure_fit(name, root, bn_momentum=momentum, log=log, **fit, **opts))
+            rows.append(row)
+    meta = base_meta(command, t_start, load)
+    table = write_summary(
+        out_dir, "benchmark_fit", "Learning check: inference against training mode", meta, rows
+    )
+    page = out_dir / "benchmark_fit.md"
+    write_text(page, page.read_text() + FIT_NOTES)
+    return rows, table
+
+
 def run_data(
     root: Path,
     synthetic: bool,

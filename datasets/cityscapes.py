@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +47,28 @@ _INVALID_IDS = (~VALID_LABEL_IDS).astype(np.uint8)
 _INVALID_TRAIN_IDS = (~VALID_TRAIN_IDS).astype(np.uint8)
 #: Cityscapes' label ids are 0..MAX_LABEL_ID without gaps, so a maximum check finds any unknown id.
 _IDS_CONTIGUOUS = bool(VALID_LABEL_IDS[: MAX_LABEL_ID + 1].all())
+#: The fix a BadFileError for an unreadable file names.
+_FIX = "re-extract it from the data set's archive or replace it"
+
+
+class BadFileError(ValueError):
+    """A data file that cannot be used: missing, unreadable, corrupt, truncated or of the wrong
+    content. `path` names it; the message names it too, with the fix."""
+
+    def __init__(self, message: str, path: str | os.PathLike) -> None:
+        super().__init__(message)
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.path)
+
+
+def skip_bad_hint(error: ValueError) -> ValueError:
+    """`error` with ", or pass --skip-bad to skip bad files" added when it is a BadFileError: what
+    a command that has --skip-bad says (the library's messages name only the file's own fix)."""
+    if not isinstance(error, BadFileError) or "--skip-bad" in str(error):
+        return error
+    return BadFileError(f"{error}, or pass --skip-bad to skip bad files", error.path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,15 +185,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.lower().endswith(".png"):
         image = cv2.imread(path, cv2.IMREAD_COLOR_RGB)
         if image is None:
-            raise ValueError(
-                f"cannot read image {path!r}: missing, corrupt or not an image; "
-                "replace the file or pass --skip-bad"
+            raise BadFileError(
+                f"cannot read image {path!r}: missing, corrupt or not an image; {_FIX}", path
             )
         return image
     try:
         image = read_png(path, "image")
     except ValueError as exc:
-        raise ValueError(f"{exc}; replace the file or pass --skip-bad") from None
+        raise BadFileError(f"{exc}; {_FIX}", path) from None
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     if image.ndim == 2:
@@ -201,11 +223,12 @@ def read_label(
     try:
         label = read_png(path, "label")
     except ValueError as exc:
-        raise ValueError(f"{exc}; replace the file or pass --skip-bad") from None
+        raise BadFileError(f"{exc}; {_FIX}", path) from None
     if label.ndim != 2 or label.dtype != np.uint8:
-        raise ValueError(
+        raise BadFileError(
             f"label {path!r} must be a single-channel 8-bit PNG; got shape "
-            f"{label.shape} dtype {label.dtype}"
+            f"{label.shape} dtype {label.dtype}; {_FIX}",
+            path,
         )
     valid = VALID_TRAIN_IDS if train_ids else VALID_LABEL_IDS
     # Fast path: one maximum (label ids) or lookup-table pass (train ids) flags unknown values;
@@ -218,9 +241,10 @@ def read_label(
         present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
         bad = present[~valid[present]]
         kind = "train ids (0-18, 255)" if train_ids else "Cityscapes label ids (0-33)"
-        raise ValueError(
+        raise BadFileError(
             f"label {path!r} holds values {bad.tolist()[:8]} that are not "
-            f"{kind}; regenerate it with cityscapesscripts"
+            f"{kind}; regenerate it with cityscapesscripts",
+            path,
         )
     return label if train_ids or not map_ids else cv2.LUT(label, ID_TO_TRAIN_ID)
 
@@ -230,9 +254,11 @@ def load_pair(sample: Sample, map_ids: bool = True) -> tuple[np.ndarray, np.ndar
     `read_label`)."""
     image, label = read_image(sample.image), read_label(sample, map_ids=map_ids)
     if image.shape[:2] != label.shape:
-        raise ValueError(
+        raise BadFileError(
             f"label {str(sample.label)!r} is {label.shape[1]}x{label.shape[0]} but "
-            f"its image is {image.shape[1]}x{image.shape[0]}"
+            f"its image is {image.shape[1]}x{image.shape[0]}; re-extract both from the data set's "
+            "archive",
+            sample.label,
         )
     return image, label
 
@@ -243,27 +269,42 @@ def load_pair(sample: Sample, map_ids: bool = True) -> tuple[np.ndarray, np.ndar
 
 
 def check_split(
-    root: str | os.PathLike, split: str, coarse: bool = False, workers: int | None = None
+    root: str | os.PathLike,
+    split: str,
+    coarse: bool = False,
+    workers: int | None = None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Read every image and label of a split (in parallel) and count the train-id pixels.
 
-    Raises ValueError naming the first bad file (unreadable, size mismatch, unknown ids).
+    Raises BadFileError naming the first bad file (unreadable, size mismatch, unknown ids);
+    with `skip_bad` the bad files' messages are listed under "bad_files" instead.
     """
     samples = find_samples(root, split, coarse=coarse)
     counts = np.zeros(256, dtype=np.int64)
+    bad: list[str] = []
 
-    def read(sample: Sample) -> np.ndarray:
-        _, label = load_pair(sample)
+    def read(sample: Sample) -> np.ndarray | BadFileError:
+        try:
+            _, label = load_pair(sample)
+        except BadFileError as exc:
+            if not skip_bad:
+                raise
+            return exc
         return np.bincount(label.ravel(), minlength=256)
 
     with ThreadPoolExecutor(workers or available_cores()) as pool:
         for hist in pool.map(read, samples):
-            counts += hist
+            if isinstance(hist, BadFileError):
+                bad.append(str(hist))
+            else:
+                counts += hist
     return {
         "split": split,
-        "images": len(samples),
+        "images": len(samples) - len(bad),
         "pixels_per_train_id": counts[:NUM_CLASSES],
         "ignored_pixels": int(counts[IGNORE]),
+        "bad_files": bad,
     }
 
 
@@ -280,9 +321,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     @guard
     def run() -> None:
         root = dataset_root(args)
-        stats = check_split(root, args.split, coarse=args.coarse)
+        try:
+            stats = check_split(root, args.split, coarse=args.coarse, skip_bad=args.skip_bad)
+        except BadFileError as exc:
+            raise skip_bad_hint(exc) from None
+        for message in stats["bad_files"]:
+            print(f"skipped: {message}", file=sys.stderr)
         total = max(1, int(stats["pixels_per_train_id"].sum()) + stats["ignored_pixels"])
-        print(f"{root}: split {args.split}: {stats['images']} images read without error")
+        skipped = f" ({len(stats['bad_files'])} bad files skipped)" if stats["bad_files"] else ""
+        print(f"{root}: split {args.split}: {stats['images']} images read without error{skipped}")
         for name, count in zip(CLASS_NAMES, stats["pixels_per_train_id"], strict=True):
             print(f"  {name:<14} {100 * count / total:6.2f} %")
         print(f"  {'(ignored)':<14} {100 * stats['ignored_pixels'] / total:6.2f} %")

@@ -7,19 +7,24 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+#: The folders a Cityscapes root holds (what `resolve_root` checks by default).
+ROOT_FOLDERS = ("leftImg8bit", "gtFine")
+
 
 def add_dataset_args(
-    parser: argparse.ArgumentParser, coarse: bool = True, skip_bad: bool = True
+    parser: argparse.ArgumentParser,
+    coarse: bool = True,
+    skip_bad: bool = True,
+    path_help: str = "Cityscapes root holding leftImg8bit/ and gtFine/",
 ) -> None:
     """-p/--path and --synthetic, as every dataset-reading script takes them; -c/--coarse and
-    --skip-bad for the scripts they apply to."""
+    --skip-bad for the scripts they apply to. `path_help` says what the root must hold."""
     group = parser.add_argument_group("dataset")
     group.add_argument(
         "-p",
         "--path",
         default=None,
-        help="Cityscapes root holding leftImg8bit/ and gtFine/ "
-        "(default: the CITYSCAPES_DATASET environment variable)",
+        help=f"{path_help} (default: the CITYSCAPES_DATASET environment variable)",
     )
     group.add_argument(
         "--synthetic",
@@ -47,14 +52,19 @@ def dataset_root(
     args: argparse.Namespace,
     num_synthetic: int = 20,
     synthetic_size: tuple[int, int] = (1024, 2048),
+    require: Sequence[str] = ROOT_FOLDERS,
+    why: str = "",
 ) -> str:
-    """The dataset root from --path, CITYSCAPES_DATASET or --synthetic; ValueError if none."""
+    """The dataset root from --path, CITYSCAPES_DATASET or --synthetic; ValueError if none
+    (`require`, `why`: see `resolve_root`)."""
     return str(
         resolve_root(
             args.path,
             synthetic=args.synthetic,
             num_synthetic=num_synthetic,
             synthetic_size=synthetic_size,
+            require=require,
+            why=why,
         )
     )
 
@@ -64,11 +74,18 @@ def resolve_root(
     synthetic: bool = False,
     num_synthetic: int = 20,
     synthetic_size: Sequence[int] = (1024, 2048),
+    require: Sequence[str] = ROOT_FOLDERS,
+    why: str = "",
 ) -> Path:
     """The dataset root: `path`, else $CITYSCAPES_DATASET, else (with `synthetic`) a generated tree.
 
+    Args:
+        require: the folders the root must hold (default both; scoring prediction PNGs needs
+            only ``gtFine``, as the official script does).
+        why: added to the message about a missing folder (what needs it).
+
     Raises ValueError when neither is given (naming both and --synthetic) and when the root lacks
-    ``leftImg8bit`` or ``gtFine``.
+    a folder of `require`.
     """
     if synthetic:
         # Here, not at the top: the generator's numpy and OpenCV stay out of every --help.
@@ -84,15 +101,15 @@ def resolve_root(
             "generated data that needs no download)"
         )
     root = Path(path).expanduser()
+    holds = " and ".join(f"{d}/" for d in require)
     if not root.is_dir():
         raise ValueError(
-            f"dataset root {str(root)!r} does not exist; pass the folder that holds "
-            "leftImg8bit/ and gtFine/"
+            f"dataset root {str(root)!r} does not exist; pass the folder that holds {holds}"
         )
-    missing = [d for d in ("leftImg8bit", "gtFine") if not (root / d).is_dir()]
+    missing = [d for d in require if not (root / d).is_dir()]
     if missing:
         raise ValueError(
-            f"dataset root {str(root)!r} has no {' or '.join(missing)} folder; "
-            "pass the Cityscapes root that holds leftImg8bit/ and gtFine/"
+            f"dataset root {str(root)!r} has no {' or '.join(missing)} folder"
+            f"{f' ({why})' if why else ''}; pass the Cityscapes root that holds {holds}"
         )
     return root

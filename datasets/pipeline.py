@@ -4,26 +4,77 @@ Each image is decoded (`datasets.cityscapes.load_pair`) and augmented (`datasets
 ``tf.numpy_function`` call that tf.data runs in parallel; both steps release the GIL, so they use
 every core. Images stay uint8 until they reach the model, which normalises them itself.
 
+A bad file (`datasets.cityscapes.BadFileError`, or any ValueError of `load_pair`) is raised in a
+tf.data thread and reaches the consumer as a ``tf.errors.OpError`` whose text buries the message
+in a traceback; `bad_file_errors` turns it back into the reader's own ValueError, one line that
+names the file, and releases the failed frames' iterators first (see `utils.cli.release_frames`).
+
 Importing this module imports TensorFlow: scripts import it after ``utils.cli.quiet_tensorflow``.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from datasets.augment import Augment, augment_pair, resize_pair
-from datasets.cityscapes import Sample, load_pair, shard_samples
+from datasets.cityscapes import BadFileError, Sample, load_pair, shard_samples, skip_bad_hint
+from utils.cli import release_frames
 from utils.io import reuse_freed_buffers
 from utils.labels import ID_TO_TRAIN_ID
 from utils.machine import available_cores
 
 PREFETCH_BATCHES = 2  #: batches the pipeline prepares ahead of the model
 log = logging.getLogger(__name__)
+#: The last ValueErrors the readers raised inside tf.data (what `reader_error` matches against).
+_RAISED: collections.deque[ValueError] = collections.deque(maxlen=32)
+#: What skip_bad has logged: each bad file once per process, however many pipelines read it.
+_LOGGED: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def reader_error(exc: BaseException) -> ValueError | None:
+    """The ValueError a pipeline's reader raised for a bad file, behind the tf.errors.OpError
+    `exc` that reading the pipeline gave; None when `exc` is something else."""
+    if not isinstance(exc, tf.errors.OpError):
+        return None
+    text = str(exc.message)
+    for error in reversed(list(_RAISED)):
+        if str(error) in text:
+            return error
+    return None
+
+
+@contextlib.contextmanager
+def bad_file_errors(skip_bad_option: bool = False) -> Iterator[None]:
+    """Around code that reads `build_dataset` pipelines: a bad file comes out as the reader's
+    ValueError (BadFileError: one line naming the file and the fix), not as a tf.errors.OpError.
+
+    The iterators held by the frames the error unwound are released before it goes on (their
+    threads must not outlive them into interpreter shutdown). With `skip_bad_option` (a command
+    that has --skip-bad, not given) the message ends with ", or pass --skip-bad ...".
+    """
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        error = reader_error(exc)
+        if error is None:
+            raise
+        release_frames(exc)
+        error = skip_bad_hint(error) if skip_bad_option else error
+        raise error.with_traceback(None) from None
+    except BadFileError as exc:  # read outside tf.data (e.g. the validation of a training run)
+        if not skip_bad_option:
+            raise
+        release_frames(exc)
+        raise skip_bad_hint(exc) from None
 
 
 def build_dataset(
@@ -62,7 +113,8 @@ def build_dataset(
             process may use).
 
     Errors in a file surface when its batch is read, as a ValueError-bearing
-    tf.errors.InvalidArgumentError whose message names the file.
+    tf.errors.InvalidArgumentError whose message names the file; read the pipeline inside
+    `bad_file_errors` to get the ValueError itself.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1; got {batch_size!r}")
@@ -108,19 +160,39 @@ class _Reader:
         self.augment = augment
         self.skip_bad = skip_bad
         self.shape = list(crop) if crop is not None else [None, None]
+        self._bad: set[int] = set()  # the samples skip_bad left out
 
     # -- numpy
 
     def load(self, index: np.ndarray, map_ids: bool = True) -> tuple[np.ndarray, ...]:
         """(image, label, ok) of sample `index`; with skip_bad a bad file gives 1x1 zeros and
-        ok False."""
-        sample = self.samples[int(index)]
+        ok False.
+
+        Raises the ValueError of `load_pair` (recorded for `reader_error`), and with skip_bad a
+        ValueError once every sample has proved bad (a repeated pipeline would filter forever).
+        """
+        index = int(index)
+        sample = self.samples[index]
         try:
             image, label = load_pair(sample, map_ids=map_ids)
         except ValueError as exc:
             if not self.skip_bad:
+                _RAISED.append(exc)
                 raise
-            log.warning("skipping %s: %s", sample.name, exc)
+            with _LOCK:
+                self._bad.add(index)
+                all_bad = len(self._bad) == len(self.samples)
+                first = str(exc) not in _LOGGED
+                _LOGGED.add(str(exc))
+            if first:
+                log.warning("skipping %s: %s", sample.name, exc)
+            if all_bad:
+                error = ValueError(
+                    f"all {len(self.samples)} files of the data set are unreadable (the last: "
+                    f"{exc}); check the dataset root"
+                )
+                _RAISED.append(error)
+                raise error from None
             return np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8), np.bool_(False)
         return image, label, np.bool_(True)
 

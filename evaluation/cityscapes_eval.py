@@ -238,11 +238,19 @@ def _size(array: np.ndarray) -> str:
 def read_id_map(path: str | os.PathLike, what: str) -> np.ndarray:
     """An id map PNG (label, train or instance ids) as stored: 8/16 bit, 1 or 3 channels.
 
-    Decodes with `utils.io.read_png` (ValueError naming the file as `what` if it fails). A
-    palette prediction (`what` == "prediction") gives its indices, as PIL (and so the official
-    script) reads it.
+    Decodes with `utils.io.read_png` (ValueError naming the file as `what`, and the fix, if it
+    fails). A palette prediction (`what` == "prediction") gives its indices, as PIL (and so the
+    official script) reads it.
     """
-    array = read_png(path, what)
+    try:
+        array = read_png(path, what)
+    except ValueError as exc:
+        fix = (
+            "write it again (predict.py writes label ids under labelIds/)"
+            if what == "prediction"
+            else "re-extract gtFine from the data set's archive"
+        )
+        raise ValueError(f"{exc}; {fix}") from None
     if array.ndim == 3 and what == "prediction":
         array = _palette_indices(path, array)
     return array

@@ -146,12 +146,24 @@ def write_outputs(
     train_ids: np.ndarray,
     uncertainty: np.ndarray | None,
     alpha: float,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> None:
-    """Write every output picture of one photo (see the module docstring for names)."""
+    """Write every output picture of one photo (see the module docstring for names).
+
+    An unreadable ground-truth label raises its ValueError, or with `skip_bad` is reported
+    through `warn` and the panel is drawn without it.
+    """
     ground_truth = None
     if item.label is not None:
-        ground_truth = read_label(item.label, train_ids=item.label_train_ids)
-        if ground_truth.shape != train_ids.shape:
+        try:
+            ground_truth = read_label(item.label, train_ids=item.label_train_ids)
+        except ValueError as exc:
+            if not skip_bad:
+                raise
+            if warn is not None:
+                warn(f"{exc}; the panel of {item.name} is drawn without ground truth")
+        if ground_truth is not None and ground_truth.shape != train_ids.shape:
             ground_truth = None  # a label of another size cannot be shown beside the photo
     color = visualize.colorize(train_ids)
     _write_png(out / "labelIds" / f"{item.name}_labelIds.png", train_to_label_ids(train_ids))
@@ -204,7 +216,9 @@ def segment_items(
         results = segmenter.predict(photos)
         tally.model_seconds += time.perf_counter() - tick
         for item, photo, result in zip(kept, photos, results, strict=True):
-            write_outputs(out, item, photo, result.train_ids, result.uncertainty, alpha)
+            write_outputs(
+                out, item, photo, result.train_ids, result.uncertainty, alpha, skip_bad, warn
+            )
             tally.done += 1
             if progress is not None:
                 progress(1)

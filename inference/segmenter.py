@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from inference.onnx_backend import onnx_session, run_onnx
@@ -20,6 +19,7 @@ from models import get_info
 from models.bayes_segnet import mc_predict
 from models.trained import build_for_export
 from utils.labels import ID_TO_TRAIN_ID
+from utils.resize import resize_image, resize_map, scores_to_train_ids
 
 #: The input size when a model's recipe has no crop: Cityscapes' full resolution.
 FULL_SIZE = (1024, 2048)
@@ -43,41 +43,6 @@ def default_input_size(name: str) -> tuple[int, int]:
     info = get_info(name)
     crop = info.recipe.crop_size or FULL_SIZE
     return round_to_multiple(crop, info.size_multiple)
-
-
-def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Resize an RGB uint8 image to (H, W): area filter when shrinking, bilinear otherwise."""
-    height, width = int(size[0]), int(size[1])
-    if image.shape[:2] == (height, width):
-        return image
-    shrink = height < image.shape[0] and width < image.shape[1]
-    return cv2.resize(
-        image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    )
-
-
-def scores_to_train_ids(scores: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Bilinear-resize (h, w, C) class scores to (H, W) and take the argmax: (H, W) uint8."""
-    height, width = int(size[0]), int(size[1])
-    scores = np.asarray(scores, dtype=np.float32)
-    if scores.shape[:2] != (height, width):
-        # OpenCV resizes at most 512 channels at once; Cityscapes has 19.
-        scores = cv2.resize(scores, (width, height), interpolation=cv2.INTER_LINEAR)
-        if scores.ndim == 2:  # a single class comes back without its channel axis
-            scores = scores[..., None]
-    return scores.argmax(axis=-1).astype(np.uint8)
-
-
-def resize_map(values: np.ndarray, size: Sequence[int], nearest: bool = False) -> np.ndarray:
-    """Resize a (h, w) map to (H, W): nearest for ids, bilinear for real values."""
-    height, width = int(size[0]), int(size[1])
-    if values.shape[:2] == (height, width):
-        return values
-    return cv2.resize(
-        values,
-        (width, height),
-        interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR,
-    )
 
 
 class Segmenter:

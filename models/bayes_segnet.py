@@ -1,9 +1,10 @@
 """Bayesian SegNet (Kendall et al., arXiv 1511.02680) on the SegNet encoder-decoder (1511.00561).
 
 Encoder: VGG16 with batch normalisation, 13 conv-BN-ReLU in five stages (64, 128, 256, 512,
-512), each followed by a 2x2 max pool that keeps its int64 argmax indices. Decoder: the mirror
-image; each stage first unpools with the indices of the matching encoder pool (every value goes
-back exactly to its argmax position, zeros elsewhere) and then applies conv-BN-ReLU layers
+512), each followed by a 2x2 max pool that keeps where in its window each maximum was (the
+first on a tie, as tf.nn.max_pool_with_argmax). Decoder: the mirror image; each stage first
+unpools with the positions of the matching encoder pool (every value goes back exactly to its
+maximum's position, zeros elsewhere) and then applies conv-BN-ReLU layers
 (512-512-512, 512-512-256, 256-256-128, 128-64, 64); a 3x3 convolution gives the class logits,
 as in SegNet's Caffe model.
 
@@ -12,6 +13,12 @@ as in SegNet's Caffe model.
 (the layers encdrop3-5 / decdrop5-3 of the authors' Caffe model). Plain inference
 (`model(x, training=False)`, `model.predict`, ONNX export) has dropout off; `mc_predict` keeps
 dropout on with batch norm in inference mode and averages T softmax samples.
+
+The pooling and unpooling compare each window with its maximum and select (no MaxPool indices
+output, no index arithmetic), so the model that Keras runs is the one exported to ONNX and
+TensorRT parses it. Its outputs jump where two inputs of a pooling window are nearly tied and
+another runtime rounds them the other way, so its ONNX parity is judged on argmax agreement
+(deploy/checks.py).
 
 Trainable parameters for 19 classes: 29,446,035 (reference 29.5M). No auxiliary heads.
 """
@@ -25,7 +32,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from models.info import DEFAULT, ModelInfo, Published, Recipe
+from models.info import DEFAULT, BatchNorm, ModelInfo, Published, Recipe
 from models.layers import (
     MaxPoolingWithArgmax2D,
     MaxUnpooling2D,
@@ -91,16 +98,16 @@ def build_bayes_segnet(
         raise ValueError(f"num_classes must be at least 1, got {num_classes!r}")
     inputs = keras.Input(shape=(height, width, 3), name="image")
     x = normalize_input(inputs, "imagenet")
-    indices = []
+    positions = []  # per encoder stage: where in each 2x2 window the maximum was
     for stage, widths in enumerate(ENCODER, start=1):
         for i, filters in enumerate(widths, start=1):
             x = _conv_bn_relu(x, filters, f"enc{stage}_conv{i}")
-        x, argmax = MaxPoolingWithArgmax2D(name=f"enc{stage}_pool")(x)
-        indices.append(argmax)
+        x, position = MaxPoolingWithArgmax2D(name=f"enc{stage}_pool")(x)
+        positions.append(position)
         if stage in DROPOUT_STAGES:
             x = layers.Dropout(DROPOUT, name=f"enc{stage}_dropout")(x)
     for stage, widths in zip(range(len(DECODER), 0, -1), DECODER, strict=True):
-        x = MaxUnpooling2D(name=f"dec{stage}_unpool")([x, indices[stage - 1]])
+        x = MaxUnpooling2D(name=f"dec{stage}_unpool")([x, positions[stage - 1]])
         for i, filters in enumerate(widths, start=1):
             x = _conv_bn_relu(x, filters, f"dec{stage}_conv{i}")
         if stage in DROPOUT_STAGES:
@@ -215,6 +222,16 @@ INFO = ModelInfo(
     builder=build_bayes_segnet,
     size_multiple=SIZE_MULTIPLE,
     normalization="imagenet",
+    # Caffe SegNet's BN layer keeps no moving average (var_eps 1e-9); its
+    # compute_bn_statistics.py estimates the inference statistics from training batches after
+    # training, which is what precise batch norm does. Between those estimates the moving
+    # average needs a momentum; PyTorch's default.
+    batch_norm=BatchNorm(
+        0.9,
+        1e-9,
+        "caffe-segnet BN layer (var_eps 1e-9, no moving average; inference statistics from "
+        "Scripts/compute_bn_statistics.py); momentum: PyTorch's default 0.1 = Keras 0.9",
+    ),
     published={
         DEFAULT: Published(
             29.5e6,

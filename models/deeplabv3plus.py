@@ -15,7 +15,7 @@ from keras import layers
 
 from models.backbones.mobilenetv2 import load_mobilenetv2_weights, mobilenetv2_features
 from models.backbones.xception import xception65_features
-from models.info import ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe
 from models.layers import (
     aspp,
     check_input_size,
@@ -113,6 +113,15 @@ INFO = ModelInfo(
     # MobileNetV2: no published figure for DeepLabV3+ with the full ASPP and decoder (TF DeepLab's
     # 2.1M is MobileNetV2 with image pooling + 1x1 only and no decoder; the seed's 4.4M ran the
     # 1280-channel classifier conv at output stride 32).
+    # TF DeepLab: decay 0.9997 everywhere; epsilon 1e-5 in ASPP and decoder (model.py), 1e-3 in
+    # Xception (core/feature_extractor.py) and in keras.applications' MobileNetV2.
+    batch_norm=BatchNorm(
+        0.9997,
+        1e-5,
+        "TF DeepLab (research/deeplab): batch_norm decay 0.9997, epsilon 1e-5 in ASPP/decoder, "
+        "1e-3 in the backbone",
+        backbone_epsilon=1e-3,
+    ),
     published={
         "mobilenetv2": Published(
             None,

@@ -48,7 +48,7 @@ import keras
 from keras import layers, ops
 
 from models.backbones.resnet import RESNETS, resnet_features
-from models.info import ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe
 from models.layers import (
     AdaptiveAveragePooling2D,
     check_input_size,
@@ -252,6 +252,15 @@ INFO = ModelInfo(
     builder=build_fastfcn,
     size_multiple=32,
     normalization="caffe",
+    # FastFCN authors' code (wuhuikai/FastFCN): encoding's SyncBatchNorm, PyTorch defaults; the
+    # keras.applications ResNet keeps the epsilon its ImageNet weights were converted with.
+    batch_norm=BatchNorm(
+        0.9,
+        1e-5,
+        "wuhuikai/FastFCN encoding/nn/syncbn.py: momentum 0.1 (= Keras 0.9), eps 1e-5; "
+        "keras.applications ResNet backbone eps 1.001e-5",
+        backbone_epsilon=1.001e-5,
+    ),
     published={
         "resnet50": Published(
             None,

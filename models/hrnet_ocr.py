@@ -34,7 +34,7 @@ import keras
 from keras import layers
 
 from models.backbones.hrnet import HRNET_CONFIGS, hrnet_concat, hrnet_features
-from models.info import ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
 
 OCR_MID_CHANNELS = 512
@@ -180,6 +180,13 @@ INFO = ModelInfo(
     builder=build_hrnet_ocr,
     size_multiple=32,
     normalization="imagenet",
+    # The authors' code (HRNet/HRNet-Semantic-Segmentation): BN_MOMENTUM 0.1, eps 1e-5.
+    batch_norm=BatchNorm(
+        0.9,
+        1e-5,
+        "HRNet/HRNet-Semantic-Segmentation lib/models/seg_hrnet_ocr.py: BN_MOMENTUM 0.1 "
+        "(= Keras 0.9), BatchNorm2d eps 1e-5",
+    ),
     published={
         "w48": Published(
             70.3e6,

@@ -36,6 +36,25 @@ class Published:
     source: str
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchNorm:
+    """Batch-norm settings of the implementation that reproduces the model's published result.
+
+    `momentum` is Keras' (moving = momentum * moving + (1 - momentum) * batch): PyTorch's
+    momentum m is Keras' 1 - m, TensorFlow slim's decay is Keras' momentum as it is.
+    `models.build_model` sets them on every BatchNormalization layer it builds (train.py
+    --bn-momentum overrides the momentum); neither is a weight, so pretrained backbones load
+    their files whatever the values.
+    """
+
+    momentum: float
+    epsilon: float
+    source: str
+    #: Epsilon of the backbone's layers (`ModelInfo.backbone_prefixes`) where its pretrained
+    #: weights were trained with another one; None: `epsilon` everywhere.
+    backbone_epsilon: float | None = None
+
+
 #: The key of `ModelInfo.published` for models without variants.
 DEFAULT = "default"
 NO_FIGURE = Published(None, None, "no published figure for this variant")
@@ -54,6 +73,8 @@ class ModelInfo:
     #: Published figures keyed by variant: the value of `variant_option` (e.g. the backbone),
     #: or DEFAULT for a model without variants. The first key is the builder's default.
     published: dict[str, Published]
+    #: Batch-norm momentum and epsilon, with their source.
+    batch_norm: BatchNorm
     #: Loss weights of the auxiliary heads built with aux=True, in output order after the main.
     aux_weights: tuple[float, ...] = ()
     recipe: Recipe = dataclasses.field(default_factory=Recipe)

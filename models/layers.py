@@ -145,19 +145,25 @@ class AdaptiveAveragePooling2D(layers.Layer):
         return {**super().get_config(), "output_size": self.output_size}
 
 
+def _window_positions(x):
+    """The four positions of every 2x2 window, in row-major order: top-left, top-right,
+    bottom-left, bottom-right, each (N, H/2, W/2, C) (strided slices: ONNX Slice)."""
+    return (x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :])
+
+
 @keras.saving.register_keras_serializable(package="cityscapes_bench")
 class MaxPoolingWithArgmax2D(layers.Layer):
-    """2x2 stride-2 max pooling that also returns the int64 argmax of every pooled value.
+    """2x2 stride-2 max pooling that also returns where in its window each maximum was.
 
-    Returns `(pooled, indices)`. `indices` are tf.nn.max_pool_with_argmax's flat positions
-    within each image, `(y * W + x) * C + c` over the input (batch not included), as int64 so
-    that they stay exact at any size (float32 holds integers only up to 2**24). Height and width
-    must be even. XLA has no kernel for MaxPoolWithArgmax, so the layer opts out of jit_compile.
+    Returns `(pooled, position)`: `position` (int32, same shape as `pooled`) is 0, 1, 2 or 3
+    for the window's top-left, top-right, bottom-left or bottom-right input, and on a tie the
+    first of the tied inputs in that row-major order, the rule of
+    tf.nn.max_pool_with_argmax, so a `MaxUnpooling2D` of it puts every value where the int64
+    argmax index would. The window's four inputs are compared with their maximum (Slice, Max,
+    Equal, Where in ONNX): no MaxPool Indices output, no Mod, which TensorRT's ONNX parser
+    rejects, and no flat index that float32 or int32 could overflow at large sizes. Height and
+    width must be even.
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_jit = False
 
     def build(self, input_shape):
         for size in input_shape[1:3]:
@@ -168,14 +174,24 @@ class MaxPoolingWithArgmax2D(layers.Layer):
         # TensorFlow only on the paths that need it
         import tensorflow as tf
 
-        return tf.nn.max_pool_with_argmax(
-            inputs,
-            ksize=2,
-            strides=2,
-            padding="VALID",
-            output_dtype=tf.int64,
-            include_batch_in_index=False,
+        top_left, top_right, bottom_left, bottom_right = _window_positions(inputs)
+        pooled = tf.maximum(tf.maximum(top_left, top_right), tf.maximum(bottom_left, bottom_right))
+        # pooled is one of the four values bit for bit, so at least one comparison holds;
+        # the nesting picks the first that does.
+        position = tf.where(
+            tf.equal(top_left, pooled),
+            tf.constant(0, tf.int32),
+            tf.where(
+                tf.equal(top_right, pooled),
+                tf.constant(1, tf.int32),
+                tf.where(
+                    tf.equal(bottom_left, pooled),
+                    tf.constant(2, tf.int32),
+                    tf.constant(3, tf.int32),
+                ),
+            ),
         )
+        return pooled, position
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -185,44 +201,35 @@ class MaxPoolingWithArgmax2D(layers.Layer):
     def compute_output_spec(self, inputs):
         shape = self.compute_output_shape(tuple(inputs.shape))[0]
         return (
-            keras.KerasTensor(shape, dtype=inputs.dtype),
-            keras.KerasTensor(shape, dtype="int64"),
+            keras.KerasTensor(shape, dtype=self.compute_dtype),
+            keras.KerasTensor(shape, dtype="int32"),
         )
 
 
 @keras.saving.register_keras_serializable(package="cityscapes_bench")
 class MaxUnpooling2D(layers.Layer):
-    """Inverse of MaxPoolingWithArgmax2D: each value goes back exactly where its argmax says.
+    """Inverse of MaxPoolingWithArgmax2D: each value goes back to the position its maximum had.
 
-    Takes `[values, indices]` from a MaxPoolingWithArgmax2D (possibly after convolutions that
-    keep the shape) and returns a tensor twice as high and wide, zero except at the argmax
-    positions. The indices are decoded in int64 to their offset inside the 2x2 window, and the
-    four window positions are filled with elementwise selects: no scatter, so it is exact at
-    any size and exports to ONNX (Div/Mod/Equal/Where/Reshape) for onnxruntime. TensorRT's
-    ONNX parser rejects MaxPool's indices output and Mod, so Bayesian SegNet does not go to
-    TensorRT (convert_to_onnx.py reports it).
+    Takes `[values, position]` from a MaxPoolingWithArgmax2D (possibly after convolutions that
+    keep the shape) and returns a tensor twice as high and wide, zero except at one position
+    per 2x2 window: where the pooled maximum was (the first one on a tie, so nothing is sent
+    twice). Four elementwise selects interleaved by a reshape (Equal, Where, Concat, Reshape
+    in ONNX): no scatter and no index arithmetic, so it is exact at any size and TensorRT's
+    ONNX parser takes it.
     """
 
     def call(self, inputs):
         # TensorFlow only on the paths that need it
         import tensorflow as tf
 
-        values, indices = inputs
-        shape = tf.shape(values, out_type=tf.int64)
-        channels, width = shape[3], 2 * shape[2]
-        position = tf.math.floordiv(tf.cast(indices, tf.int64), channels)  # y * W + x
-        column = tf.math.floormod(position, 2)
-        row = tf.math.floormod(tf.math.floordiv(position, width), 2)
-        offset = 2 * row + column
+        values, position = inputs
         zero = tf.zeros((), values.dtype)  # a scalar: a full-size zeros tensor would be folded
-        parts = [
-            tf.where(tf.equal(offset, k), values, zero) for k in range(4)
-        ]  # into the ONNX file
+        parts = [tf.where(tf.equal(position, k), values, zero) for k in range(4)]
         top = tf.stack(parts[:2], axis=3)  # (N, h, w, 2, C): dx in axis 3
         bottom = tf.stack(parts[2:], axis=3)
         full = tf.stack([top, bottom], axis=2)  # (N, h, 2, w, 2, C): dy in axis 2
-        out_shape = tf.stack([shape[0], 2 * shape[1], width, channels])
-        return tf.reshape(full, out_shape)
+        shape = tf.shape(values)
+        return tf.reshape(full, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], shape[3]]))
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape[0]

@@ -12,6 +12,7 @@ import keras
 
 from models import bayes_segnet, deeplabv3plus, fastfcn, fastscnn, hrnet_ocr, separable_unet, unet
 from models.info import ModelInfo
+from models.loading import all_layers
 
 MODELS: dict[str, ModelInfo] = {
     info.name: info
@@ -35,9 +36,16 @@ def get_info(name: str) -> ModelInfo:
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...] = (1024, 2048, 3), num_classes: int = 19, **options: Any
+    name: str,
+    input_shape: tuple[int, ...] = (1024, 2048, 3),
+    num_classes: int = 19,
+    bn_momentum: float | None = None,
+    **options: Any,
 ) -> keras.Model:
     """Build model `name` for `input_shape` (H, W[, 3]).
+
+    Every BatchNormalization layer gets the model's batch-norm momentum and epsilon
+    (`ModelInfo.batch_norm`); `bn_momentum` overrides the momentum.
 
     Options that are None are dropped so argparse defaults fall through to the builder's own.
     Raises ValueError for an unknown name, an unknown option or a size the model cannot take
@@ -54,7 +62,36 @@ def build_model(
     height, width = int(input_shape[0]), int(input_shape[1])
     if len(input_shape) == 3 and input_shape[2] != 3:
         raise ValueError(f"models take RGB images with 3 channels; got input shape {input_shape!r}")
-    return info.builder(input_shape=(height, width, 3), num_classes=num_classes, **options)
+    model = info.builder(input_shape=(height, width, 3), num_classes=num_classes, **options)
+    set_batch_norm(model, info, bn_momentum)
+    return model
+
+
+def set_batch_norm(model: keras.Model, info: ModelInfo, momentum: float | None = None) -> int:
+    """Give every BatchNormalization layer of `model` the momentum and epsilon of `info`.
+
+    Layers of the backbone (`info.backbone_prefixes`) get `info.batch_norm.backbone_epsilon`
+    when it is set. `momentum` (None: the model's) must be in [0, 1). Returns the layer count.
+    Neither value is a weight: call it before the model is traced, weights load either way.
+    """
+    spec = info.batch_norm
+    momentum = spec.momentum if momentum is None else float(momentum)
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"batch-norm momentum must be in [0, 1), got {momentum!r}")
+    count = 0
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            in_backbone = bool(info.backbone_prefixes) and layer.name.startswith(
+                info.backbone_prefixes
+            )
+            layer.momentum = momentum
+            layer.epsilon = (
+                spec.backbone_epsilon
+                if in_backbone and spec.backbone_epsilon is not None
+                else spec.epsilon
+            )
+            count += 1
+    return count
 
 
 def count_params(model: keras.Model) -> int:

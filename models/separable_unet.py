@@ -19,7 +19,7 @@ import os
 import keras
 from keras import layers
 
-from models.info import DEFAULT, ModelInfo, Published, Recipe
+from models.info import DEFAULT, BatchNorm, ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input
 from models.loading import load_weights_option
 
@@ -90,6 +90,13 @@ INFO = ModelInfo(
     normalization="unit",
     # No published figure for this rebuilt design (911,379 trainable parameters measured);
     # the seed's shallower variant had 0.35M.
+    # The seed's own network: no reference implementation, so PyTorch's BatchNorm2d defaults.
+    batch_norm=BatchNorm(
+        0.9,
+        1e-5,
+        "no reference implementation (the seed's network); PyTorch BatchNorm2d defaults "
+        "(momentum 0.1 = Keras 0.9, eps 1e-5)",
+    ),
     published={
         DEFAULT: Published(
             None,

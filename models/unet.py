@@ -26,7 +26,7 @@ import os
 import keras
 from keras import layers
 
-from models.info import DEFAULT, ModelInfo, Published, Recipe
+from models.info import DEFAULT, BatchNorm, ModelInfo, Published, Recipe
 from models.layers import check_input_size, logits_output, normalize_input
 from models.loading import load_weights_option
 
@@ -100,6 +100,14 @@ INFO = ModelInfo(
     builder=build_unet,
     size_multiple=SIZE_MULTIPLE,
     normalization="imagenet",
+    # The paper has no batch norm (added here, see the module docstring), so no reference value:
+    # PyTorch's BatchNorm2d defaults, as the zoo's PyTorch reference implementations use.
+    batch_norm=BatchNorm(
+        0.9,
+        1e-5,
+        "no reference: the paper has no batch norm; PyTorch BatchNorm2d defaults "
+        "(momentum 0.1 = Keras 0.9, eps 1e-5)",
+    ),
     published={
         DEFAULT: Published(
             31.0e6,

@@ -1,4 +1,9 @@
-"""Bayesian SegNet: exact index pooling/unpooling, ONNX export of it, Monte Carlo dropout."""
+"""Bayesian SegNet: window-position pooling/unpooling (TensorRT-safe), its ONNX export, MC dropout.
+
+The independent reference for the pooling and unpooling is tf.nn.max_pool_with_argmax's int64
+flat indices with every value scattered back to its index (numpy, or tf.scatter_nd inside a
+reference model with the same layer names).
+"""
 
 from __future__ import annotations
 
@@ -14,43 +19,72 @@ from models.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 MC_SIZE = (32, 64)
 
 
-def reference_unpool(pooled: np.ndarray, indices: np.ndarray, shape: tuple) -> np.ndarray:
-    """Numpy scatter: every pooled value written at its flat per-image index, zeros elsewhere."""
-    out = np.zeros(shape, dtype=pooled.dtype)
+def argmax_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled, int64 flat per-image indices) from tf.nn.max_pool_with_argmax, 2x2 stride 2."""
+    pooled, indices = tf.nn.max_pool_with_argmax(
+        x, 2, 2, "VALID", output_dtype=tf.int64, include_batch_in_index=False
+    )
+    return pooled.numpy(), indices.numpy()
+
+
+def reference_unpool(values: np.ndarray, indices: np.ndarray, shape: tuple) -> np.ndarray:
+    """Numpy scatter: every value written at its flat per-image index, zeros elsewhere."""
+    out = np.zeros(shape, dtype=values.dtype)
     for n in range(shape[0]):
-        out[n].reshape(-1)[indices[n].reshape(-1)] = pooled[n].reshape(-1)
+        out[n].reshape(-1)[indices[n].reshape(-1)] = values[n].reshape(-1)
     return out
 
 
-@pytest.mark.slow
-def test_pool_unpool_exact_on_a_full_resolution_tensor() -> None:
-    """1x1024x2048x64: where the seed's float32 indices misplaced 37M of 134M values."""
-    shape = (1, 1024, 2048, 64)
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    pooled, indices = MaxPoolingWithArgmax2D()(x)
-    pooled, indices = pooled.numpy(), indices.numpy()
-    assert indices.dtype == np.int64
-    np.testing.assert_array_equal(pooled, x.reshape(1, 512, 2, 1024, 2, 64).max(axis=(2, 4)))
-    np.testing.assert_array_equal(x.reshape(-1)[indices.reshape(-1)], pooled.reshape(-1))
-    # float32 would round these indices: the case the int64 indices exist for.
-    assert indices.max() > 2**24
-    assert np.any(indices.astype(np.float32).astype(np.int64) != indices)
-    expected = reference_unpool(pooled, indices, shape)
-    del x
-    unpooled = MaxUnpooling2D()([pooled, indices]).numpy()
+def _check_against_argmax_reference(x: np.ndarray, values: np.ndarray) -> None:
+    """Pooling equals max_pool_with_argmax; unpooling `values` equals the index scatter."""
+    pooled, position = MaxPoolingWithArgmax2D()(x)
+    ref_pooled, indices = argmax_reference(x)
+    np.testing.assert_array_equal(pooled.numpy(), ref_pooled)
+    assert position.dtype == tf.int32
+    expected = reference_unpool(values, indices, x.shape)
+    del indices, ref_pooled
+    unpooled = MaxUnpooling2D()([values, position]).numpy()
     assert unpooled.dtype == np.float32
     np.testing.assert_array_equal(unpooled, expected)
 
 
-def test_pool_unpool_per_image_indices_in_a_batch() -> None:
+@pytest.mark.slow
+def test_pool_unpool_equal_the_int64_index_reference_at_full_resolution() -> None:
+    """1x1024x2048x64 (134M values, indices past 2**24): continuous values, then integer values
+    in 0..2 where most windows hold tied maxima (first in row-major order must win)."""
+    shape = (1, 1024, 2048, 64)
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((1, 512, 1024, 64), dtype=np.float32)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    _check_against_argmax_reference(x, values)
+    x = rng.integers(0, 3, shape).astype(np.float32)
+    assert np.mean(np.sum(x.reshape(1, 512, 2, 1024, 2, 64) == 2, axis=(2, 4)) > 1) > 0.2
+    _check_against_argmax_reference(x, values)
+
+
+def test_ties_send_the_value_to_the_first_maximum_only() -> None:
+    # One 2x2 window per channel: all tied, top-right and bottom-left tied, bottom pair tied.
+    x = np.array([[1, 1, 1, 1], [0, 5, 5, 0], [0, 0, 3, 3]], np.float32).T.reshape(1, 2, 2, 3)
+    pooled, position = MaxPoolingWithArgmax2D()(x)
+    np.testing.assert_array_equal(position.numpy().ravel(), [0, 1, 2])
+    # the same rule in tf.nn.max_pool_with_argmax: flat index (y * 2 + x) * 3 + c
+    assert argmax_reference(x)[1].ravel().tolist() == [0, (0 + 1) * 3 + 1, (2 + 0) * 3 + 2]
+    unpooled = MaxUnpooling2D()([pooled, position]).numpy()
+    np.testing.assert_array_equal(unpooled.sum(axis=(1, 2)), pooled.numpy().reshape(1, 3))
+    np.testing.assert_array_equal((unpooled != 0).sum(axis=(1, 2)), [[1, 1, 1]])
+
+
+def test_pool_unpool_per_image_in_a_batch_with_ties() -> None:
     shape = (3, 8, 12, 5)
-    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
-    pooled, indices = (t.numpy() for t in MaxPoolingWithArgmax2D()(x))
-    assert indices.dtype == np.int64 and indices.shape == (3, 4, 6, 5)
-    assert indices.max() < 8 * 12 * 5, "indices are per image (batch not included)"
-    unpooled = MaxUnpooling2D()([pooled, indices]).numpy()
-    np.testing.assert_array_equal(unpooled, reference_unpool(pooled, indices, shape))
-    np.testing.assert_array_equal(unpooled.max(axis=(1, 2)), x.max(axis=(1, 2)))
+    rng = np.random.default_rng(1)
+    for x in (rng.standard_normal(shape), rng.integers(0, 2, shape)):
+        x = x.astype("float32")
+        values = rng.standard_normal((3, 4, 6, 5)).astype("float32")
+        _check_against_argmax_reference(x, values)
+        pooled, position = MaxPoolingWithArgmax2D()(x)
+        assert position.shape == (3, 4, 6, 5)
+        unpooled = MaxUnpooling2D()([pooled, position]).numpy()
+        np.testing.assert_array_equal(unpooled.max(axis=(1, 2)), x.max(axis=(1, 2)))
 
 
 def test_pooling_rejects_odd_sizes() -> None:
@@ -58,25 +92,112 @@ def test_pooling_rejects_odd_sizes() -> None:
         MaxPoolingWithArgmax2D()(keras.Input((7, 8, 3)))
 
 
-def test_pool_unpool_export_to_onnx_exactly() -> None:
+def _to_onnx(model: keras.Model, shape: tuple):
     tf2onnx = pytest.importorskip("tf2onnx")
-    ort = pytest.importorskip("onnxruntime")
-    inputs = keras.Input((16, 24, 3))
-    features = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
-    pooled, indices = MaxPoolingWithArgmax2D(name="pool")(features)
-    unpooled = MaxUnpooling2D(name="unpool")([pooled * 2.0, indices])
-    model = keras.Model(inputs, [unpooled, indices])
-    spec = (tf.TensorSpec((None, 16, 24, 3), tf.float32, name="image"),)
+    spec = (tf.TensorSpec((None, *shape), tf.float32, name="image"),)
     proto, _ = tf2onnx.convert.from_function(
         tf.function(lambda x: model(x, training=False)), input_signature=spec, opset=17
     )
+    return proto
+
+
+def test_pool_unpool_export_to_onnx_exactly_and_for_tensorrt() -> None:
+    """onnxruntime gives Keras' unpooling bit for bit, tied maxima included, and the graph
+    holds nothing TensorRT's parser rejects (no MaxPool Indices output, no Mod)."""
+    ort = pytest.importorskip("onnxruntime")
+    from deploy.checks import find_trt_incompatibilities
+
+    inputs = keras.Input((16, 24, 3))
+    pooled, position = MaxPoolingWithArgmax2D(name="pool")(inputs)
+    unpooled = MaxUnpooling2D(name="unpool")([pooled * 2.0 + 1.0, position])
+    model = keras.Model(inputs, [unpooled, position])
+    proto = _to_onnx(model, (16, 24, 3))
+    ops = {node.op_type for node in proto.graph.node}
+    assert "Mod" not in ops and "MaxPool" not in ops and "ScatterND" not in ops
+    assert find_trt_incompatibilities(proto) == []
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(2).uniform(0, 255, (2, 16, 24, 3)).astype("float32")
-    onnx_unpooled, onnx_indices = session.run(None, {session.get_inputs()[0].name: x})
-    keras_unpooled, keras_indices = (t.numpy() for t in model(x, training=False))
-    np.testing.assert_array_equal(onnx_indices, keras_indices)
-    np.testing.assert_allclose(onnx_unpooled, keras_unpooled, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(onnx_unpooled != 0, keras_unpooled != 0)
+    rng = np.random.default_rng(2)
+    for x in (rng.uniform(0, 255, (2, 16, 24, 3)), rng.integers(0, 3, (2, 16, 24, 3))):
+        x = x.astype("float32")
+        onnx_unpooled, onnx_position = session.run(None, {session.get_inputs()[0].name: x})
+        keras_unpooled, keras_position = (t.numpy() for t in model(x, training=False))
+        np.testing.assert_array_equal(onnx_position, keras_position)
+        np.testing.assert_array_equal(onnx_unpooled, keras_unpooled)
+        _, indices = argmax_reference(x)
+        values = (x.reshape(2, 8, 2, 12, 2, 3).max(axis=(2, 4)) * 2.0 + 1.0).astype("float32")
+        np.testing.assert_array_equal(onnx_unpooled, reference_unpool(values, indices, x.shape))
+
+
+class _ArgmaxPool(keras.layers.Layer):
+    """Reference: tf.nn.max_pool_with_argmax, int64 indices over the whole batch."""
+
+    def call(self, inputs):
+        return tf.nn.max_pool_with_argmax(
+            inputs, 2, 2, "VALID", output_dtype=tf.int64, include_batch_in_index=True
+        )
+
+    def compute_output_spec(self, inputs):
+        n, h, w, c = inputs.shape
+        shape = (n, h // 2, w // 2, c)
+        return keras.KerasTensor(shape, inputs.dtype), keras.KerasTensor(shape, "int64")
+
+
+class _IndexUnpool(keras.layers.Layer):
+    """Reference: scatter every value to its int64 index (tf.scatter_nd)."""
+
+    def call(self, inputs):
+        values, indices = inputs
+        n, h, w, c = (tf.shape(values)[i] for i in range(4))
+        flat = tf.scatter_nd(
+            tf.reshape(indices, (-1, 1)),
+            tf.reshape(values, (-1,)),
+            tf.cast(tf.reshape(n * 4 * h * w * c, (1,)), tf.int64),
+        )
+        return tf.reshape(flat, (n, 2 * h, 2 * w, c))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape[0]
+        return (n, 2 * h, 2 * w, c)
+
+
+def _index_reference_model(model: keras.Model) -> keras.Model:
+    """`model` with its pooling and unpooling replaced by the int64 index reference layers
+    (same names); every other layer, and so every weight, is shared."""
+
+    def clone(layer):
+        if isinstance(layer, MaxPoolingWithArgmax2D):
+            return _ArgmaxPool(name=layer.name)
+        if isinstance(layer, MaxUnpooling2D):
+            return _IndexUnpool(name=layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def test_segnet_equals_the_int64_index_segnet_and_takes_its_weights(tmp_path) -> None:
+    """The same weights file loads into the reference (int64 index unpooling, same layer names)
+    and into the model, and both give the same logits (Keras on both sides: same kernels)."""
+    from models.loading import load_weights_strict
+
+    keras.utils.set_random_seed(4)
+    size = (64, 128)
+    reference = _index_reference_model(models.build_model("bayes_segnet", (*size, 3)))
+    assert any(isinstance(layer, _IndexUnpool) for layer in reference.layers)
+    weights = tmp_path / "index_segnet.weights.h5"
+    reference.save_weights(str(weights))
+    keras.utils.set_random_seed(5)
+    model = models.build_model("bayes_segnet", (*size, 3))
+    load_weights_strict(model, weights, "bayes_segnet")
+    for layer in model.layers:
+        for a, b in zip(
+            layer.get_weights(), reference.get_layer(layer.name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+    images = np.random.default_rng(6).uniform(0, 255, (2, *size, 3)).astype("float32")
+    got = model(images, training=False).numpy()
+    expected = reference(images, training=False).numpy()
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +211,7 @@ def images() -> np.ndarray:
     return np.random.default_rng(3).uniform(0, 255, (2, *MC_SIZE, 3)).astype("float32")
 
 
-def test_structure_central_dropout_and_int64_indices(segnet: keras.Model) -> None:
+def test_structure_central_dropout_and_window_positions(segnet: keras.Model) -> None:
     dropouts = [layer for layer in segnet.layers if isinstance(layer, keras.layers.Dropout)]
     assert sorted(layer.name for layer in dropouts) == sorted(
         [f"enc{s}_dropout" for s in (3, 4, 5)] + [f"dec{s}_dropout" for s in (3, 4, 5)]
@@ -103,7 +224,7 @@ def test_structure_central_dropout_and_int64_indices(segnet: keras.Model) -> Non
     ]
     assert len(convs) == 13, "VGG16 encoder"
     for stage in range(1, 6):
-        assert segnet.get_layer(f"enc{stage}_pool").output[1].dtype == "int64"
+        assert segnet.get_layer(f"enc{stage}_pool").output[1].dtype == "int32"  # window position
         assert segnet.get_layer(f"dec{stage}_unpool") is not None
 
 

@@ -212,3 +212,27 @@ def test_mobilenetv2_missing_weights_errors(tmp_path, monkeypatch):
     message = str(error.value)
     assert mobilenetv2.imagenet_weights_path() in message
     assert mobilenetv2.IMAGENET_FILE in message
+
+
+@pytest.mark.parametrize("momentum", [None, 0.5])
+def test_batch_norm_settings_keep_pretrained_weights(mobilenetv2_weights_file, momentum):
+    """TF DeepLab's decay everywhere (or --bn-momentum), epsilon 1e-5 in the head and the
+    backbone's own 1e-3; the keras.applications weights load all the same."""
+    path, reference = mobilenetv2_weights_file
+    model = models.build_model("deeplabv3+", (64, 64, 3), weights=str(path), bn_momentum=momentum)
+    bns = {x.name: x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)}
+    want = 0.9997 if momentum is None else momentum
+    assert {x.momentum for x in bns.values()} == {want}
+    assert bns["block_16_project_BN"].epsilon == 1e-3  # the backbone's, as pretrained
+    head = [
+        x
+        for n, x in bns.items()
+        if not n.startswith(models.get_info("deeplabv3+").backbone_prefixes)
+    ]
+    assert head and {x.epsilon for x in head} == {1e-5}
+    for got, want_w in zip(
+        bns["block_16_project_BN"].get_weights(),
+        reference.get_layer("block_16_project_BN").get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, want_w)

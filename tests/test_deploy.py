@@ -26,11 +26,6 @@ LIGHT_OPTIONS = {
     "deeplabv3+": {"backbone": "mobilenetv2"},
     "fastfcn": {"backbone": "resnet50"},
 }
-#: Models whose graph TensorRT's parser rejects today, with the reason (reported to the owner).
-KNOWN_TRT_ISSUES = {
-    "bayes_segnet": "MaxUnpooling2D exports Mod (floormod) and MaxPoolingWithArgmax2D a MaxPool "
-    "with an Indices output; TensorRT 8.4/8.5's parser takes neither",
-}
 
 
 def _cpu(path: Path) -> ort.InferenceSession:
@@ -118,11 +113,56 @@ def test_every_model_converts_and_matches_keras(name, tmp_path):
     check = checks.check_onnx(path, result.keras_model, num_images=1)
     assert check.checker_ok
     assert check.errors == [], check.format()
-    assert check.agreement >= 0.999
-    if check.trt_problems:
-        if name in KNOWN_TRT_ISSUES:
-            pytest.xfail(f"{name}: {KNOWN_TRT_ISSUES[name]}")
-        pytest.fail(f"{name} holds constructs TensorRT rejects: {check.trt_problems}")
+    # bayes_segnet's outputs jump at pooling ties: judged on argmax agreement (99.5%) alone
+    expected_agreement = 0.995 if name == "bayes_segnet" else 0.999
+    assert check.ties_rule == (name == "bayes_segnet")
+    assert check.agreement >= expected_agreement
+    assert check.trt_problems == [], f"{name} holds constructs TensorRT rejects"
+    assert check.passed
+
+
+def _convert_cli(run_cli, name: str, size: tuple[int, int], out: Path, timeout: float):
+    """convert_to_onnx.py for `name` at `size` (default variant) in its own process."""
+    target = f"{size[0]},{size[1]}"
+    args = ["-m", name, "-t", target, "--check-images", "1", "-o", str(out)]
+    return run_cli("convert_to_onnx.py", *args, timeout=timeout)
+
+
+def _assert_converted_for_tensorrt(proc, out: Path) -> None:
+    """Exit 0, the file written, and the TensorRT-construct scan found nothing."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.error_lines == []
+    assert out.is_file()
+    assert "onnx.checker: ok" in proc.stdout
+    assert "TensorRT constructs: none rejected" in proc.stdout
+    assert checks.find_trt_incompatibilities(out) == []
+
+
+#: Models whose default variant converts at 128x256 in more than ~20 s on 2 CPU cores.
+SLOW_AT_128x256 = {"bayes_segnet", "fastfcn", "fastscnn", "hrnet_ocr", "unet"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW_AT_128x256 else name
+        for name in sorted(MODELS)
+    ],
+)
+def test_cli_converts_every_model_for_tensorrt_at_128x256(name, run_cli, tmp_path):
+    out = tmp_path / f"{name}.onnx"
+    _assert_converted_for_tensorrt(_convert_cli(run_cli, name, (128, 256), out, 900), out)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_cli_converts_every_model_for_tensorrt_at_1024x2048(name, run_cli, tmp_path):
+    """Full resolution, the default variant: minutes per model on 2 cores (bayes_segnet and
+    hrnet_ocr the longest); run these one at a time."""
+    out = tmp_path / f"{name}.onnx"
+    _assert_converted_for_tensorrt(_convert_cli(run_cli, name, (1024, 2048), out, 2400), out)
 
 
 # --------------------------------------------------------------------------- export options
@@ -552,3 +592,34 @@ def test_cli_unknown_model_is_one_line(run_cli):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == proc.error_lines  # no TensorFlow start-up lines
     assert len(proc.error_lines) == 1 and "'nope'" in proc.error_lines[0]
+
+
+# --------------------------------------------------------------------------- parity rules
+
+
+def test_parity_rule_for_outputs_that_jump_at_pooling_ties(tiny):
+    """Argmax unpooling (bayes_segnet) is judged on argmax agreement, the difference reported."""
+    import math
+
+    from models import build_model
+
+    assert checks.parity_thresholds("float32", 50.0) == (pytest.approx(0.05), 0.999)
+    assert checks.parity_thresholds("float32", 50.0, jumps_at_ties=True) == (math.inf, 0.995)
+    assert checks.parity_thresholds("float16", 50.0, jumps_at_ties=True) == (math.inf, 0.99)
+    assert not checks.jumps_at_pooling_ties(tiny)
+    assert checks.jumps_at_pooling_ties(build_model("bayes_segnet", (32, 64, 3)))
+    result = checks.CheckResult(
+        checker_ok=True,
+        max_abs_diff=0.6,
+        agreement=0.9991,
+        max_diff_allowed=math.inf,
+        min_agreement=0.995,
+        trt_problems=[],
+        num_images=1,
+        precision="float32",
+        relative_diff=0.02,
+        ties_rule=True,
+    )
+    text = result.format()
+    assert "0.6, 0.02 relative (reported, not judged: outputs jump at pooling ties)" in text
+    assert "need >= 99.5%" in text and result.passed

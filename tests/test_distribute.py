@@ -31,6 +31,7 @@ WORKER = textwrap.dedent("""
     import keras
     import tensorflow as tf
 
+    from training.precise_bn import PreciseBatchNorm
     from training.trainer import Trainer, make_optimizer
 
     GLOBAL_BATCH, STEPS = 4, 3
@@ -59,12 +60,17 @@ WORKER = textwrap.dedent("""
     trainer = Trainer(model, optimizer, strategy, 19, aux_weights=(0.4,), weight_decay=1e-3)
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn(images, labels, True)))
     losses = [trainer.train_step(next(iterator))["loss"] for _ in range(STEPS)]
-    # 5 validation images: worker 1 runs out of batches first and gets an empty one.
-    scores = trainer.evaluate(strategy.distribute_datasets_from_function(
-        dataset_fn(images[:5], labels[:5], False)))
+    # Precise batch norm: every replica of every worker ends with the average over all of them.
+    with strategy.scope():
+        bn_inputs = keras.Input((16, 32, 3))
+        bn_model = keras.Model(bn_inputs, keras.layers.BatchNormalization(name="bn")(bn_inputs))
+    stats_data = iter(strategy.distribute_datasets_from_function(dataset_fn(images, labels, True)))
+    PreciseBatchNorm(bn_model, strategy).update(stats_data, STEPS)
+    bn = bn_model.get_layer("bn")
     np.savez(out, *[np.asarray(w) for w in model.weights], losses=np.array(losses),
-             cm=scores["confusion_matrix"], worker=info.worker_index,
-             workers=info.num_workers, replicas=strategy.num_replicas_in_sync)
+             bn_mean=bn.moving_mean.numpy(), bn_var=bn.moving_variance.numpy(),
+             worker=info.worker_index, workers=info.num_workers,
+             replicas=strategy.num_replicas_in_sync)
 """)
 
 
@@ -125,11 +131,23 @@ def test_two_workers_match_each_other_and_one_process(tmp_path, repo_root):
     for key in weights:
         np.testing.assert_array_equal(w0[key], w1[key])
         np.testing.assert_allclose(w0[key], single[key], rtol=0, atol=1e-6)
-    # Weights moved, losses are global means, and validation summed over both shards.
+    # Weights moved and losses are global means.
     assert not np.allclose(w0["arr_0"], 0)
     np.testing.assert_allclose(w0["losses"], single["losses"], rtol=1e-5)
-    np.testing.assert_array_equal(w0["cm"], single["cm"])
-    assert int(single["cm"].sum()) == 5 * 16 * 32 - 2 * 16 * 10
+    # Precise batch norm: the plain average of every replica's batch statistics (worker k reads
+    # every other image, in batches of 2), the same on both workers.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 32, 3), dtype=np.uint8).astype(np.float64)
+    for result, parts in (
+        (w0, [images[k::2][2 * b : 2 * b + 2] for b in range(3) for k in (0, 1)]),
+        (single, [images[4 * b : 4 * b + 4] for b in range(3)]),
+    ):
+        mean = np.mean([p.mean(axis=(0, 1, 2)) for p in parts], axis=0)
+        var = np.mean([p.var(axis=(0, 1, 2)) for p in parts], axis=0)
+        np.testing.assert_allclose(result["bn_mean"], mean, rtol=1e-5)
+        np.testing.assert_allclose(result["bn_var"], var, rtol=1e-5)
+    np.testing.assert_array_equal(w0["bn_mean"], w1["bn_mean"])
+    np.testing.assert_array_equal(w0["bn_var"], w1["bn_var"])
 
 
 SLURM_ENV = {

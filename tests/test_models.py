@@ -253,3 +253,29 @@ def test_weights_option_loads_a_weights_file(name: str, tmp_path) -> None:
         models.build_model(name, (*small_size(name), 3), weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match="no pretrained weights"):
         models.build_model(name, (*small_size(name), 3), weights="imagenet")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_norm_settings_of_the_reference_implementation(name: str) -> None:
+    """Every BatchNormalization layer gets ModelInfo.batch_norm (backbone epsilon where set)."""
+    info = models.get_info(name)
+    spec = info.batch_norm
+    assert 0.0 <= spec.momentum < 1.0 and 0.0 < spec.epsilon <= 1e-3 and spec.source
+    model = build(name)
+    layers = [
+        x
+        for x in models.registry.all_layers(model)
+        if isinstance(x, keras.layers.BatchNormalization)
+    ]
+    assert layers, name
+    for layer in layers:
+        assert layer.momentum == spec.momentum, (name, layer.name)
+        in_backbone = bool(info.backbone_prefixes) and layer.name.startswith(info.backbone_prefixes)
+        expected = spec.backbone_epsilon if in_backbone and spec.backbone_epsilon else spec.epsilon
+        assert layer.epsilon == expected, (name, layer.name)
+    overridden = models.build_model(name, (*small_size(name), 3), bn_momentum=0.5)
+    assert {
+        x.momentum
+        for x in models.registry.all_layers(overridden)
+        if isinstance(x, keras.layers.BatchNormalization)
+    } == {0.5}

@@ -6,7 +6,13 @@ import keras
 import numpy as np
 import pytest
 
-from training.schedules import ExponentialSweep, PolynomialWarmup, TriangularCyclic, make_schedule
+from training.schedules import (
+    ExponentialSweep,
+    PolynomialWarmup,
+    TriangularCyclic,
+    describe_schedule,
+    make_schedule,
+)
 
 
 def values(schedule, steps):
@@ -92,7 +98,7 @@ def test_make_schedule_defaults():
         (lambda: TriangularCyclic(0.5, 0.1, 4), "above the maximum"),
         (lambda: TriangularCyclic(0.1, 0.5, 0), "half cycle"),
         (lambda: PolynomialWarmup(0.1, 0), "total_steps"),
-        (lambda: PolynomialWarmup(0.1, 10, warmup_steps=10), "warmup_steps"),
+        (lambda: PolynomialWarmup(0.1, 10, warmup_steps=-1), "warmup_steps"),
         (lambda: PolynomialWarmup(0.1, 10, min_lr=-1.0), ">= 0"),
         (lambda: ExponentialSweep(1.0, 0.1, 10), "exceed"),
         (lambda: make_schedule("step", 0.1, 10), "unknown schedule"),
@@ -102,3 +108,67 @@ def test_make_schedule_defaults():
 def test_bad_schedule_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_a_warmup_longer_than_the_run_rises_for_the_whole_run():
+    schedule = PolynomialWarmup(max_lr=1.0, total_steps=4, min_lr=0.2, power=1.0, warmup_steps=8)
+    # 0.2 + 0.8 * s / 8 while s < 8: the run (steps 0..3) never reaches the peak
+    expected = [0.2, 0.3, 0.4, 0.5, 0.9]
+    np.testing.assert_allclose(values(schedule, [0, 1, 2, 3, 7]), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "schedule, total, per_epoch, text",
+    [
+        (make_schedule("polynomial", 0.045, 200), 200, 10, "lr 0.045 -> 0 poly 0.9 over 200 steps"),
+        (
+            make_schedule("polynomial", 0.01, 100, min_lr=1e-4, power=2.0, warmup_steps=10),
+            100,
+            10,
+            "lr 0.0001 -> 0.01 in 10 warm-up steps, then -> 0.0001 poly 2 by step 100",
+        ),
+        (
+            make_schedule("cyclic", 0.045, 40, min_lr=0.001, max_lr=0.01, cycle=4),
+            40,
+            2,
+            "lr 0.001-0.01 cyclic, 8-step cycles (4 epochs; 4 steps up, 4 down)",
+        ),
+        (
+            make_schedule("cyclic", 0.02, 80),  # defaults: 0.002-0.02, half cycle 80 // 8
+            80,
+            10,
+            "lr 0.002-0.02 cyclic, 20-step cycles (2 epochs; 10 steps up, 10 down)",
+        ),
+    ],
+)
+def test_describe_schedule_names_the_real_range(schedule, total, per_epoch, text):
+    assert describe_schedule(schedule, total, per_epoch) == (text, [])
+
+
+def test_a_cyclic_run_shorter_than_one_cycle_is_warned_of():
+    schedule = make_schedule("cyclic", 0.045, 2, min_lr=0.001, max_lr=0.01, cycle=4)
+    _, warnings = describe_schedule(schedule, 2, 1)
+    # 2 steps of a 8-step cycle: rates 0.001 and 0.001 + 0.009 / 4 = 0.00325
+    assert warnings == [
+        "one cycle of the cyclic schedule is 8 optimizer steps (--cycle 4 up and 4 down) but "
+        "the run has only 2 (2 epochs x 1 step): the rate rises from 0.001 to 0.00325 only, "
+        "never reaching 0.01; use --cycle 1 or less, or raise -e"
+    ]
+    _, warnings = describe_schedule(TriangularCyclic(0.1, 0.5, 4), 6, 3)
+    # steps 0..5: the peak at step 4, then step 5 at 0.1 + 0.4 * 3 / 4 = 0.4
+    assert len(warnings) == 1 and "reaches 0.5 but ends at 0.4, not back at 0.1" in warnings[0]
+    assert describe_schedule(TriangularCyclic(0.1, 0.5, 4), 8, 4)[1] == []  # exactly one cycle
+
+
+def test_a_run_no_longer_than_its_warmup_is_warned_of():
+    schedule = make_schedule("polynomial", 0.045, 20, warmup_steps=30)
+    _, warnings = describe_schedule(schedule, 20, 10)
+    # the last step (19) of a 30-step warm-up from 0: 0.045 * 19 / 30 = 0.0285
+    assert warnings == [
+        "the warm-up is 30 optimizer steps (--warmup-epochs 3 x 10) but the run has only 20 "
+        "(2 epochs x 10 steps): the rate rises from 0 to 0.0285, never reaches the peak 0.045 "
+        "and never decays; lower --warmup-epochs or raise -e"
+    ]
+    assert (
+        describe_schedule(make_schedule("polynomial", 0.045, 21, warmup_steps=20), 21, 10)[1] == []
+    )

@@ -44,40 +44,6 @@ def error_lines(err: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def class_from_red_model(num_classes: int = 19) -> keras.Model:
-    """A fixed model: the prediction of a pixel is its red value (logits 10 * one-hot)."""
-    inputs = keras.Input((2, 4, 3))
-    red = keras.layers.Lambda(lambda x: x[..., 0])(inputs)
-    logits = keras.layers.Lambda(lambda r: 10.0 * tf.one_hot(tf.cast(r, tf.int32), num_classes))(
-        red
-    )
-    return keras.Model(inputs, logits)
-
-
-def test_miou_from_confusion_summed_over_batches():
-    gt = np.array([[[0, 0, 1, 1], [2, 2, 255, 255]], [[0, 1, 1, 1], [2, 2, 2, 255]]], np.uint8)
-    pred = np.array([[[0, 1, 1, 1], [2, 0, 0, 2]], [[0, 1, 1, 0], [2, 2, 1, 7]]], np.uint8)
-    images = np.zeros((2, 2, 4, 3), np.uint8)
-    images[..., 0] = pred
-    strategy = tf.distribute.get_strategy()
-    model = class_from_red_model()
-    trainer = Trainer(model, make_optimizer("sgd", 0.1), strategy)
-    data = tf.data.Dataset.from_tensor_slices((images, gt)).batch(1)  # two batches
-    scores = trainer.evaluate(data)
-    # By hand, rows ground truth / columns prediction (ignored pixels and class 7 not used):
-    # class 0: gt (0,0),(0,1),(1,0) -> pred 0, 1, 0;  class 1: 5 pixels -> 1,1,1,1,0
-    # class 2: 5 pixels -> 2,0,2,2,1
-    cm = np.zeros((19, 19), np.int64)
-    cm[0, 0], cm[0, 1] = 2, 1
-    cm[1, 1], cm[1, 0] = 4, 1
-    cm[2, 2], cm[2, 0], cm[2, 1] = 3, 1, 1
-    np.testing.assert_array_equal(scores["confusion_matrix"], cm)
-    iou = [2 / (3 + 4 - 2), 4 / (5 + 6 - 4), 3 / (5 + 3 - 3)]  # tp / (gt + pred - tp)
-    assert scores["mean_iou"] == pytest.approx(np.mean(iou))
-    assert scores["pixel_accuracy"] == pytest.approx(9 / 13)
-    assert math.isnan(scores["iou"][5])
-
-
 def test_loss_ignores_255_and_weights_aux_and_classes():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, (2, 4, 4)).astype(np.uint8)

@@ -7,7 +7,13 @@ chief only, each atomically:
 - `weights-...-DATETIME.state/`: beside each, the training state (model with auxiliary heads,
   optimizer with its iteration counter and so the schedule position, and `meta.json` with the
   epoch, the best mIoU and the settings), which `-r FILE` and a restarted run read;
-- `checkpoints.json`: which files are the last and the best (the commit point of a save).
+- `checkpoints.json`: which files are the last and the best (the commit point of a save);
+- `last.weights.h5`, `best.weights.h5`: copies of the last and the best weights under names that
+  do not change (what a script or a deployment points at), replaced atomically after the index.
+
+The state's meta.json records the run's settings (`run_settings`); a rerun continues the run in
+its folder only when the command's settings match them (`compare_settings`), and `-r FILE`
+continues with new settings deliberately, naming the ones that changed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +39,124 @@ import tensorflow as tf
 from utils.io import atomic_path, write_json
 
 __all__ = [
+    "BEST_WEIGHTS",
     "INDEX_FILE",
+    "LAST_WEIGHTS",
+    "RUN_SETTINGS",
     "CheckpointSaver",
     "ResumePoint",
+    "SettingsCheck",
+    "compare_settings",
     "find_resume_point",
     "parse_weights_name",
+    "run_settings",
     "weights_name",
 ]
 
 INDEX_FILE = "checkpoints.json"
 WEIGHTS_SUFFIX = ".weights.h5"
 STATE_SUFFIX = ".state"
+LAST_WEIGHTS = "last" + WEIGHTS_SUFFIX  # stable names: copies of the files the index names
+BEST_WEIGHTS = "best" + WEIGHTS_SUFFIX
+_STABLE = {LAST_WEIGHTS: "last", BEST_WEIGHTS: "best"}  # name -> its key in the index
 _NAME_RE = re.compile(r"^weights-(\d+)-")  # the epoch; the rest may vary (the seed's dates)
+
+#: The settings a run continues with only when the command gives the same (see compare_settings),
+#: each with the option that sets it. Epochs are not among them: raising -e continues a run.
+#: Left out as not changing what is trained: the output folder, -r, --xla, --val-every,
+#: --skip-bad, --precise-bn and --weights (initial weights, replaced by the checkpoint's).
+RUN_SETTINGS: dict[str, str] = {
+    "model": "-m",
+    "model_options": "--backbone/--output-stride/--head",
+    "num_classes": "classes",
+    "input_size": "-t",
+    "batch_size": "-b",
+    "steps_per_epoch": "--steps-per-epoch",
+    "optimizer": "--optimizer",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "schedule": "--schedule",
+    "learning_rate": "-l",
+    "min_lr": "--min-lr",
+    "max_lr": "--max-lr",
+    "power": "--power",
+    "cycle": "--cycle",
+    "warmup_epochs": "--warmup-epochs",
+    "lr_scaling": "--lr-scaling",
+    "data_root": "-p/--synthetic",
+    "coarse": "-c",
+    "class_weights": "--class-weights",
+    "mixed_precision": "--mixed-precision",
+    "bn_momentum": "--bn-momentum",
+    "freeze_backbone": "--freeze-backbone",
+    "seed": "--seed",
+}
+
+#: Settings that only some schedules or optimizers read: compared when one of the two runs uses it.
+_USED_WHEN = {
+    "power": ("schedule", ("polynomial",)),
+    "warmup_epochs": ("schedule", ("polynomial",)),
+    "cycle": ("schedule", ("cyclic",)),
+    "momentum": ("optimizer", ("sgd", "sgd_nesterov", "rmsprop")),  # trainer.MOMENTUM_OPTIMIZERS
+}
+
+
+def run_settings(config: Any, root: str | os.PathLike | None) -> dict[str, Any]:
+    """The settings of a run as its meta.json records them: every TrainConfig field but -r, and
+    the data root (absolute), in their JSON form (tuples as lists)."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}
+    settings["data_root"] = None if root is None else str(Path(root).expanduser().resolve())
+    return json.loads(json.dumps(settings, default=_json_default))
+
+
+@dataclasses.dataclass
+class SettingsCheck:
+    """A run's recorded settings against a command's: what differs and what was not recorded."""
+
+    changed: list[str]  # "OPTION RUN -> COMMAND", one per differing setting
+    unknown: list[str]  # options of the settings the record lacks (older runs): not checked
+
+    def __bool__(self) -> bool:
+        """True when a setting differs."""
+        return bool(self.changed)
+
+
+def compare_settings(
+    recorded: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> SettingsCheck:
+    """Compare the RUN_SETTINGS of a run's record (meta.json "settings"; None when it has none)
+    with those of a command (run_settings). A setting the record lacks is unknown, never a
+    difference; one that only another schedule or optimizer reads is skipped."""
+    recorded = recorded if isinstance(recorded, Mapping) else {}
+    current = json.loads(json.dumps(dict(current), default=_json_default))
+    changed, unknown = [], []
+    for key, option in RUN_SETTINGS.items():
+        if key in _USED_WHEN:
+            selector, users = _USED_WHEN[key]
+            if recorded.get(selector) not in users and current.get(selector) not in users:
+                continue
+        if key not in recorded:
+            unknown.append(option)
+        elif recorded[key] != current.get(key):
+            changed.append(f"{option} {_show(recorded[key])} -> {_show(current.get(key))}")
+    return SettingsCheck(changed, unknown)
+
+
+def _show(value: Any) -> str:
+    """A setting's value, short, for one line."""
+    if value is None:
+        return "(default)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        if len(value) <= 3:  # a size: 256,512
+            return ",".join(f"{v:g}" for v in value)
+        return f"[{', '.join(f'{v:g}' for v in value[:3])}, ... ({len(value)} values)]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 class CheckpointSaver:
@@ -65,6 +177,7 @@ class CheckpointSaver:
         self.model_name = model_name
         self.chief = chief
         self.best_miou = -1.0
+        self.settings: dict[str, Any] | None = None  # the command's (run_settings), for meta.json
         self._last: str | None = None  # file stems (names without suffix) in output_dir
         self._best: str | None = None
 
@@ -78,10 +191,15 @@ class CheckpointSaver:
         """Path of the best epoch's weights file (highest validation mIoU), None if none yet."""
         return str(self.output_dir / (self._best + WEIGHTS_SUFFIX)) if self._best else None
 
-    def find_resume(self, resume: str | os.PathLike | None) -> ResumePoint | None:
+    def find_resume(
+        self, resume: str | os.PathLike | None, settings: dict[str, Any] | None = None
+    ) -> ResumePoint | None:
         """Where the run restarts: -r `resume` or the run already in the folder (see
-        find_resume_point); the one check of both, before anything is built or written."""
-        return find_resume_point(resume, self.output_dir, self.model_name)
+        find_resume_point); the one check of both, before anything is built or written.
+        `settings` (run_settings of the command) are checked against the run's and recorded in
+        every checkpoint this saver writes (`self.settings`)."""
+        self.settings = settings
+        return find_resume_point(resume, self.output_dir, self.model_name, settings)
 
     def restore(
         self,
@@ -109,9 +227,11 @@ class CheckpointSaver:
         """Save epoch `epoch` (1-based) as the last checkpoint, and as the best if its
         validation mIoU (`row["val_mean_iou"]`, absent without validation) beats the best so far.
 
-        Writes the state, then the weights, then the index; then deletes the checkpoints that
-        are neither the last nor the best. `meta` (settings, optimizer step, ...) goes into
-        the state's meta.json beside the epoch, the best mIoU and the epoch's `row`.
+        Writes the state, then the weights, then the index (the commit point), then the copies
+        under the stable names (last.weights.h5; best.weights.h5 when the best changed or it is
+        missing); then deletes the checkpoints that are neither the last nor the best. `meta`
+        (settings, optimizer step, ...) goes into the state's meta.json beside the epoch, the
+        best mIoU and the epoch's `row`.
         """
         miou = row.get("val_mean_iou")
         improved = miou is not None and math.isfinite(miou) and miou > self.best_miou
@@ -140,6 +260,10 @@ class CheckpointSaver:
                     "best_mean_iou": self.best_miou,
                 },
             )
+            _copy_atomic(self.output_dir / (stem + WEIGHTS_SUFFIX), self.output_dir / LAST_WEIGHTS)
+            best_copy = self.output_dir / BEST_WEIGHTS
+            if new_best is not None and (improved or not best_copy.is_file()):
+                _copy_atomic(self.output_dir / (new_best + WEIGHTS_SUFFIX), best_copy)
             for old in {self._last, self._best} - {stem, new_best, None}:
                 _remove_checkpoint(self.output_dir / old)
         self._last, self._best = stem, new_best
@@ -215,6 +339,9 @@ class ResumePoint:
     state: Path | None
     epoch: int
     meta: dict[str, Any]
+    #: Against the command's settings: those that changed (-r only; a rerun with changes is
+    #: refused) and those the checkpoint does not record (not checked).
+    check: SettingsCheck = dataclasses.field(default_factory=lambda: SettingsCheck([], []))
 
 
 def _read_meta(state: Path) -> dict[str, Any]:
@@ -229,15 +356,21 @@ def _read_meta(state: Path) -> dict[str, Any]:
 
 
 def find_resume_point(
-    resume: str | os.PathLike | None, output_dir: str | os.PathLike, model_name: str
+    resume: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    model_name: str,
+    settings: Mapping[str, Any] | None = None,
 ) -> ResumePoint | None:
     """Resolve -r FILE and the run already in `output_dir` into where training restarts.
 
     A run in `output_dir` (checkpoints.json) wins over -r when it got further, so rerunning the
-    command of a killed run continues it. Raises ValueError for a missing file, a file of another
-    model, or an output folder holding another model's run.
+    command of a killed run continues it; it is continued only when its recorded settings match
+    `settings` (run_settings of the command), as those of a rerun must. -r FILE continues
+    deliberately, whatever its settings; the ones that changed are in the point's `check`.
+    Raises ValueError for a missing file, a file of another model, an output folder holding
+    another model's run, or a run in the folder with other settings than the command's.
     """
-    points = []
+    folder_point = given = None
     index_path = Path(output_dir) / INDEX_FILE
     if index_path.exists():
         try:
@@ -254,16 +387,32 @@ def find_resume_point(
                 f"{index.get('model')!r}, not {model_name!r}; choose another "
                 "--output-dir"
             )
-        points.append(_resume_point(last, model_name))
+        folder_point = _resume_point(last, model_name)
     if resume is not None:
-        points.append(_resume_point(Path(resume), model_name))
-    if not points:
+        given = _resume_point(Path(resume), model_name)
+    if folder_point is not None and (given is None or folder_point.epoch > given.epoch):
+        point, deliberate = folder_point, False
+    elif given is not None:
+        point, deliberate = given, True
+    else:
         return None
-    return max(points, key=lambda p: p.epoch)
+    if settings is not None:
+        point.check = compare_settings(point.meta.get("settings"), settings)
+        if point.check and not deliberate:
+            raise ValueError(
+                f"the run in {str(output_dir)!r} (trained to epoch {point.epoch}) has other "
+                f"settings than this command (run -> command: {'; '.join(point.check.changed)}); "
+                "pass --output-dir DIR to start a new run in another folder, or -r "
+                f"{str(Path(output_dir) / LAST_WEIGHTS)} to continue this run deliberately "
+                "with the new settings"
+            )
+    return point
 
 
 def _resume_point(path: Path, model_name: str) -> ResumePoint:
     """A ResumePoint for a weights file or state folder; ValueError if it is unusable."""
+    if path.name in _STABLE:
+        path = _stable_target(path)
     if not str(path).rstrip("/").endswith((WEIGHTS_SUFFIX, STATE_SUFFIX)):
         raise ValueError(
             f"resume file {str(path)!r} is not a .weights.h5 file; pass a "
@@ -294,6 +443,33 @@ def _resume_point(path: Path, model_name: str) -> ResumePoint:
             "has no .state folder beside it"
         )
     return ResumePoint(weights, None, epoch, {})
+
+
+def _stable_target(path: Path) -> Path:
+    """The dated weights file that the stable name `path` (last/best.weights.h5) copies, from
+    the checkpoints.json beside it; ValueError if the folder has no usable index."""
+    index_path = path.parent / INDEX_FILE
+    try:
+        name = json.loads(index_path.read_text())[_STABLE[path.name]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"cannot tell which checkpoint {str(path)!r} is: it is a copy named in "
+            f"{str(index_path)!r}, which is missing or corrupt ({exc}); pass the dated "
+            "weights-[epoch]-...weights.h5 file beside it"
+        ) from None
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"{str(index_path)!r} names no {_STABLE[path.name]} checkpoint (no validation has "
+            f"run yet); pass {LAST_WEIGHTS} or a dated weights-*.weights.h5 file"
+        )
+    return path.parent / name
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    """Copy `source` onto `target` through a temporary file in target's folder and a rename,
+    so `target` is always a complete file (the old one or the new one)."""
+    with atomic_path(target, suffix=WEIGHTS_SUFFIX) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _restore(

@@ -50,6 +50,11 @@ class TrainConfig:
     coarse: bool = False
     skip_bad: bool = False
     num_classes: int = 19
+    #: Batch-norm momentum for every BatchNormalization layer (None: the model's, ModelInfo).
+    bn_momentum: float | None = None
+    #: Training images whose batch statistics re-estimate the moving statistics before each
+    #: validation and checkpoint (training.precise_bn); 0 turns precise batch norm off.
+    precise_bn: int = 256
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -59,3 +64,9 @@ class TrainConfig:
             raise ValueError(
                 f"batch size and epochs must be >= 1, got {self.batch_size!r} and {self.epochs!r}"
             )
+        if self.bn_momentum is not None and not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(
+                f"batch-norm momentum must be in [0, 1), got {self.bn_momentum!r} (--bn-momentum)"
+            )
+        if self.precise_bn < 0:
+            raise ValueError(f"--precise-bn takes a number of images >= 0, got {self.precise_bn!r}")

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from datasets.cityscapes import load_pair
 from datasets.pipeline import build_dataset
 from utils.io import write_json, write_text
 from utils.labels import CLASS_NAMES
@@ -39,6 +40,8 @@ class TrainLogs:
         "learning_rate",
         "epoch_time_s",
         "images_per_s",
+        "precise_bn_images",
+        "precise_bn_s",
         "val_loss",
         "val_mean_iou",
         "val_pixel_accuracy",
@@ -118,8 +121,21 @@ def _summary_image(tag: str, image: np.ndarray) -> None:
     tf.summary.write(tag, tensor, metadata=metadata)
 
 
-def first_batch(samples: Sequence[Any], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The first validation image and its labels at `size`, as arrays (the preview's input)."""
+def first_batch(
+    samples: Sequence[Any], size: tuple[int, int], skip_bad: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first readable validation image and its labels at `size`, as arrays (the preview's
+    input); with `skip_bad` a bad file is passed over (None when every file is bad)."""
+    if skip_bad:
+        for index in range(len(samples)):
+            try:
+                load_pair(samples[index])
+            except ValueError:
+                continue
+            samples = samples[index:]
+            break
+        else:
+            return None
     batch = next(iter(build_dataset(samples[:1], 1, size, training=False)))
     images, labels = (np.asarray(t) for t in batch)
     return images, labels

@@ -3,7 +3,8 @@
 `run_training` reads as its steps: find where the run starts (the one check of -r and of the
 run already in the output folder), plan the data and the schedule, build the model (the shared
 set-up of training.setup), resume, then for every epoch train, validate, log and save.
-Validation scores come from one confusion matrix summed over batches, replicas and workers.
+Before each validation and checkpoint, precise batch norm (training.precise_bn) re-estimates the
+moving statistics; the chief then validates as evaluate.py scores (training.validation).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from datasets.cityscapes import find_samples
-from training.checkpoints import CheckpointSaver, ResumePoint
+from training.checkpoints import CheckpointSaver, ResumePoint, run_settings
 from training.config import TrainConfig
 from training.logs import TrainLogs, first_batch, preview
-from training.schedules import make_schedule
+from training.precise_bn import PreciseBatchNorm, precise_bn_batches
+from training.schedules import describe_schedule, make_schedule
 from training.setup import TrainingSetup, build_setup, input_fn
 from training.trainer import Trainer
+from training.validation import Validator
 from utils.io import check_writable_dir
 
 __all__ = ["NonFiniteLossError", "TrainResult", "run_training", "scaled_rates"]
@@ -132,16 +135,31 @@ def _resume(
     steps: int,
     say: Callable[[str], None],
 ) -> int:
-    """Load the resume point, if any, and return the epoch training starts after (0: none)."""
+    """Load the resume point, if any, and return the epoch training starts after (0: none).
+
+    Says which settings changed (-r with new ones) and which the checkpoint does not record."""
     if point is None:
         return 0
     saver.restore(point, setup.model, setup.inference, checkpoint)
     if point.state is None:  # a bare weights file: the schedule restarts at its epoch's step
         setup.optimizer.iterations.assign(point.epoch * steps)
-    say(
-        f"Resuming from {point.weights} at epoch {point.epoch + 1} (optimizer step "
-        f"{int(setup.optimizer.iterations.numpy())})"
-    )
+    step = int(setup.optimizer.iterations.numpy())
+    say(f"Resuming from {point.weights} at epoch {point.epoch + 1} (optimizer step {step})")
+    if point.check.changed:
+        say(f"settings changed from the checkpoint's: {'; '.join(point.check.changed)}")
+    if step != point.epoch * steps:
+        say(
+            f"warning: the checkpoint is at optimizer step {step}, not {point.epoch * steps} "
+            f"({point.epoch} x the {steps} steps per epoch of this command): the schedule goes "
+            f"on from step {step}"
+        )
+    if "settings" not in point.meta:
+        say(f"note: {point.weights.name} records no settings (a bare weights file): not checked")
+    elif point.check.unknown:
+        say(
+            f"note: {point.weights.name} does not record {', '.join(point.check.unknown)} "
+            "(a checkpoint of an older version): not checked"
+        )
     return point.epoch
 
 
@@ -187,15 +205,24 @@ def _train_epoch(
     return row
 
 
-def _validate(trainer: Trainer, dist_dataset: Any, row: dict[str, Any]) -> dict[str, Any]:
+def _validate(validator: Validator, samples: Sequence[Any], row: dict[str, Any]) -> dict[str, Any]:
     """Score the validation set and add its loss, mIoU and pixel accuracy to the epoch's row."""
-    scores = trainer.evaluate(dist_dataset)
+    scores = validator.evaluate(samples)
     row.update(
         val_loss=scores["loss"],
         val_mean_iou=scores["mean_iou"],
         val_pixel_accuracy=scores["pixel_accuracy"],
     )
     return scores
+
+
+def _precise_bn(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Re-estimate the batch-norm statistics from training batches; record the cost in `row`."""
+    plan = run.plan
+    batches = precise_bn_batches(run.config.precise_bn, len(plan.train_samples), plan.global_batch)
+    iterator = iter(run.dataset(plan.train_samples, epoch, True))
+    result = run.precise.update(iterator, batches)
+    row.update(precise_bn_images=result.images, precise_bn_s=result.seconds)
 
 
 def _finish_progress(progbar: keras.utils.Progbar, steps: int, row: dict[str, Any]) -> None:
@@ -205,6 +232,8 @@ def _finish_progress(progbar: keras.utils.Progbar, steps: int, row: dict[str, An
         ("lr", row["learning_rate"]),
         ("img/s", row["images_per_s"]),
     ]
+    if "precise_bn_s" in row:
+        extra.append(("bn_s", row["precise_bn_s"]))
     if "val_loss" in row:
         extra += [
             ("val_loss", row["val_loss"]),
@@ -227,6 +256,8 @@ class _Run:
     logs: TrainLogs
     verbose: bool  # show the progress bar (the chief, when a log is wanted)
     preview_batch: tuple[np.ndarray, np.ndarray] | None  # on the chief
+    validator: Validator | None  # on the chief: the other workers do not validate
+    precise: PreciseBatchNorm | None  # None with --precise-bn 0
 
     def dataset(self, samples: Sequence[Any], epoch: int, training: bool) -> Any:
         """The distributed dataset of `samples` for `epoch` (every worker reads its shard)."""
@@ -251,9 +282,13 @@ class _Run:
         )
         iterator = iter(self.dataset(plan.train_samples, epoch, True))
         row = _train_epoch(setup.trainer, iterator, plan, epoch, progbar, self.saver)
+        del iterator
+        if self.precise is not None:  # before the validation and the checkpoint
+            _precise_bn(self, epoch, row)
         scores = panel = None
-        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-            scores = _validate(setup.trainer, self.dataset(plan.val_samples, epoch, False), row)
+        due = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+        if due and self.validator is not None:
+            scores = _validate(self.validator, plan.val_samples, row)
             if self.preview_batch is not None:
                 panel = preview(setup.inference, *self.preview_batch)
         _finish_progress(progbar, plan.steps, row)
@@ -263,7 +298,7 @@ class _Run:
             "steps_per_epoch": plan.steps,
             "global_batch": plan.global_batch,
             "policy": setup.policy,
-            "settings": {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"},
+            "settings": self.saver.settings,
         }
         self.saver.save(epoch + 1, row, setup.inference, self.checkpoint, meta)
         if scores is not None:
@@ -296,7 +331,7 @@ def run_training(
     say = log if (log is not None and chief) else (lambda _line: None)
     output_dir = Path(config.output_dir)
     saver = CheckpointSaver(output_dir, config.model, chief)
-    point = saver.find_resume(config.resume)
+    point = saver.find_resume(config.resume, run_settings(config, root))
     if chief:
         check_writable_dir(output_dir)
     plan = _plan(config, strategy, root)
@@ -305,15 +340,54 @@ def run_training(
     start_epoch = _resume(point, setup, saver, checkpoint, plan.steps, say)
     logs = TrainLogs(output_dir, chief, start_epoch)
     height, width = config.input_size
+    schedule_text, schedule_warnings = describe_schedule(
+        plan.schedule, plan.steps * config.epochs, plan.steps
+    )
     say(
         f"{config.model}: {len(plan.train_samples)} training and {len(plan.val_samples)} "
         f"validation images at {height}x{width}, global batch {plan.global_batch} "
         f"({config.batch_size} x {plan.num_replicas} replicas), {plan.steps} steps/epoch, "
-        f"{setup.policy}, lr {plan.learning_rate:g} ({config.lr_scaling} scaling)"
+        f"{setup.policy}, {schedule_text} ({config.lr_scaling} scaling)"
     )
-    preview_batch = first_batch(plan.val_samples, config.input_size) if chief else None
+    for warning in schedule_warnings:
+        say(f"warning: {warning}")
+    preview_batch = (
+        first_batch(plan.val_samples, config.input_size, config.skip_bad) if chief else None
+    )
     verbose = chief and log is not None
-    run = _Run(config, strategy, plan, setup, saver, checkpoint, logs, verbose, preview_batch)
+    validator = (
+        Validator(
+            setup.inference,
+            config.input_size,
+            config.num_classes,
+            config.batch_size,
+            config.skip_bad,
+            say,
+        )
+        if chief
+        else None
+    )
+    precise = PreciseBatchNorm(setup.inference, strategy) if config.precise_bn else None
+    if precise is not None:
+        batches = precise_bn_batches(config.precise_bn, len(plan.train_samples), plan.global_batch)
+        say(
+            f"precise batch norm: the statistics of {len(precise.layers)} layers re-estimated "
+            f"from {batches * plan.global_batch} training images before each validation and "
+            "checkpoint (--precise-bn 0: off)"
+        )
+    run = _Run(
+        config,
+        strategy,
+        plan,
+        setup,
+        saver,
+        checkpoint,
+        logs,
+        verbose,
+        preview_batch,
+        validator,
+        precise,
+    )
     history: list[dict[str, Any]] = []
     scores = None
     for epoch in range(start_epoch, config.epochs):

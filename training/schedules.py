@@ -3,6 +3,8 @@
 Both schedules are serializable (`get_config` / `from_config`, registered with Keras), so an
 optimizer saved with one of them restores the same schedule, and the schedule position is the
 optimizer's own `iterations` counter: resuming the optimizer resumes the schedule.
+`describe_schedule` says, for a run's header, which rates a schedule really takes, and warns
+of a run too short for its cycle or its warm-up.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["ExponentialSweep", "PolynomialWarmup", "TriangularCyclic", "make_schedule"]
+__all__ = [
+    "ExponentialSweep",
+    "PolynomialWarmup",
+    "TriangularCyclic",
+    "describe_schedule",
+    "make_schedule",
+]
 
 
 def _check_lrs(min_lr: float, max_lr: float) -> None:
@@ -33,7 +41,8 @@ class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
     At step s (0-based), with W warm-up steps and T total steps:
     s < W: lr = min_lr + (max_lr - min_lr) * s / W;
     s >= W: lr = min_lr + (max_lr - min_lr) * (1 - min(s - W, T - W) / (T - W)) ** power.
-    After T steps the rate stays at `min_lr`.
+    After T steps the rate stays at `min_lr`. A warm-up as long as the run or longer (W >= T)
+    is allowed (describe_schedule warns of it): the rate rises for the whole run.
 
     Args:
         max_lr: peak learning rate, reached at the end of the warm-up.
@@ -54,11 +63,8 @@ class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
         _check_lrs(min_lr, max_lr)
         if int(total_steps) < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps!r}")
-        if not 0 <= int(warmup_steps) < int(total_steps):
-            raise ValueError(
-                f"warmup_steps must be >= 0 and below total_steps={total_steps}, "
-                f"got {warmup_steps!r}"
-            )
+        if int(warmup_steps) < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
         if not power > 0:
             raise ValueError(f"power must be > 0, got {power!r}")
         self.max_lr = float(max_lr)
@@ -72,7 +78,7 @@ class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
         span = self.max_lr - self.min_lr
         warmup = float(max(self.warmup_steps, 1))
         warm = self.min_lr + span * step / warmup
-        decay_steps = float(self.total_steps - self.warmup_steps)
+        decay_steps = float(max(self.total_steps - self.warmup_steps, 1))
         progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
         decayed = self.min_lr + span * tf.pow(1.0 - progress, self.power)
         return tf.where(step < self.warmup_steps, warm, decayed)
@@ -185,3 +191,73 @@ def make_schedule(
         half = int(cycle) if cycle is not None else max(1, int(total_steps) // 8)
         return TriangularCyclic(low, peak, half)
     raise ValueError(f"unknown schedule {kind!r}; choose polynomial or cyclic")
+
+
+def _rate(schedule: keras.optimizers.schedules.LearningRateSchedule, step: int) -> float:
+    """The schedule's learning rate at optimizer step `step` (0-based)."""
+    return float(schedule(step))
+
+
+def _steps_text(total_steps: int, steps_per_epoch: int) -> str:
+    """'12 (3 epochs x 4 steps)': a run's optimizer steps, for a warning."""
+    epochs = total_steps / steps_per_epoch
+    epoch_word = "epoch" if epochs == 1 else "epochs"
+    step_word = "step" if steps_per_epoch == 1 else "steps"
+    return f"{total_steps} ({epochs:.3g} {epoch_word} x {steps_per_epoch} {step_word})"
+
+
+def describe_schedule(
+    schedule: keras.optimizers.schedules.LearningRateSchedule,
+    total_steps: int,
+    steps_per_epoch: int,
+) -> tuple[str, list[str]]:
+    """What the rates of `schedule` are over a run of `total_steps` optimizer steps, for the
+    run's header ("lr 0.045 -> 0 poly 0.9", "lr 0.001-0.01 cyclic, 8-step cycles (4 epochs)"),
+    and the warnings of a run too short for it: a cyclic schedule that does not complete one
+    cycle, a polynomial warm-up at least as long as the run. Rates as the optimizer gets them
+    (after any batch scaling); the warnings name the steps and the rate the run reaches.
+    """
+    warnings: list[str] = []
+    if isinstance(schedule, PolynomialWarmup):
+        low, peak, warm = schedule.min_lr, schedule.max_lr, schedule.warmup_steps
+        decay = f"-> {low:g} poly {schedule.power:g}"
+        if warm:
+            text = f"lr {low:g} -> {peak:g} in {warm} warm-up steps, then {decay} by step "
+            text += str(total_steps)
+        else:
+            text = f"lr {peak:g} {decay} over {total_steps} steps"
+        if warm and total_steps <= warm:
+            warnings.append(
+                f"the warm-up is {warm} optimizer steps (--warmup-epochs "
+                f"{warm / steps_per_epoch:.3g} x {steps_per_epoch}) but the run has only "
+                f"{_steps_text(total_steps, steps_per_epoch)}: the rate rises from {low:g} to "
+                f"{_rate(schedule, total_steps - 1):g}, never reaches the peak {peak:g} and "
+                "never decays; lower --warmup-epochs or raise -e"
+            )
+        return text, warnings
+    if isinstance(schedule, TriangularCyclic):
+        low, peak, half = schedule.min_lr, schedule.max_lr, schedule.half_cycle
+        cycle = 2 * half
+        text = (
+            f"lr {low:g}-{peak:g} cyclic, {cycle}-step cycles "
+            f"({cycle / steps_per_epoch:.3g} epochs; {half} steps up, {half} down)"
+        )
+        if total_steps < cycle:
+            end = _rate(schedule, total_steps - 1)
+            reach = (
+                f"rises from {low:g} to {end:g} only, never reaching {peak:g}"
+                if total_steps <= half
+                else f"reaches {peak:g} but ends at {end:g}, not back at {low:g}"
+            )
+            warnings.append(
+                f"one cycle of the cyclic schedule is {cycle} optimizer steps (--cycle {half} "
+                f"up and {half} down) but the run has only "
+                f"{_steps_text(total_steps, steps_per_epoch)}: the rate {reach}; "
+                + (
+                    f"use --cycle {total_steps // 2} or less, or raise -e"
+                    if total_steps >= 2
+                    else "raise -e or --steps-per-epoch"
+                )
+            )
+        return text, warnings
+    return f"lr {type(schedule).__name__}", warnings

@@ -48,6 +48,7 @@ def build_training_model(
             config.num_classes,
             aux=aux or None,
             weights=config.weights,
+            bn_momentum=config.bn_momentum,
             **config.model_options,
         )
         if config.freeze_backbone:

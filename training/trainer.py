@@ -23,7 +23,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evaluation.metrics import confusion_matrix_tf, scores_from_confusion
 from models import get_info
 from models.loading import all_layers
 
@@ -152,7 +151,7 @@ def decayed_kernels(model: keras.Model) -> list[keras.Variable]:
 
 
 class Trainer:
-    """Train and evaluate step functions that work under any tf.distribute strategy.
+    """The train step function, for any tf.distribute strategy (validation: training.validation).
 
     Create the model and the optimizer inside `strategy.scope()` first.
 
@@ -195,7 +194,6 @@ class Trainer:
         forward = self._forward_backward
         self._forward = tf.function(forward, jit_compile=True) if xla else forward
         self._train_fn = tf.function(self._distributed_train_step)
-        self._eval_fn = tf.function(self._distributed_eval_step)
 
     # -- losses -----------------------------------------------------------------------------
 
@@ -269,34 +267,6 @@ class Trainer:
             for value in per_replica
         )
 
-    def _replica_eval_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """Confusion matrix, summed CE and labelled-pixel weight of one replica's batch.
-
-        A worker whose shard has run out receives empty batches while the others finish; those
-        count nothing and skip the model (batch norm rejects a batch of 0 images).
-        """
-
-        def compute() -> tuple[tf.Tensor, ...]:
-            safe, weights = self._pixel_weights(labels)
-            logits = self._outputs(images, training=False)[0]
-            cm = confusion_matrix_tf(labels, logits, num_classes=self.num_classes)
-            return cm, self._ce_sum(safe, weights, logits), tf.reduce_sum(weights)
-
-        def empty() -> tuple[tf.Tensor, ...]:
-            zeros = tf.zeros((self.num_classes, self.num_classes), tf.int64)
-            return zeros, tf.constant(0.0), tf.constant(0.0)
-
-        return tf.cond(tf.shape(images)[0] > 0, compute, empty)
-
-    def _distributed_eval_step(self, batch: Any) -> tuple[tf.Tensor, ...]:
-        """strategy.run of the eval step, everything summed over replicas and workers."""
-        images, labels = batch
-        per_replica = self.strategy.run(self._replica_eval_step, args=(images, labels))
-        return tuple(
-            self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-            for value in per_replica
-        )
-
     # -- public API ---------------------------------------------------------------------------
 
     def train_step(self, batch: Any) -> dict[str, float]:
@@ -316,17 +286,3 @@ class Trainer:
         """The learning rate the next step will use."""
         lr = self.optimizer.learning_rate
         return float(lr.numpy() if hasattr(lr, "numpy") else lr)
-
-    def evaluate(self, dist_dataset: Any) -> dict[str, Any]:
-        """Confusion matrix (summed over batches, replicas and workers), loss and scores."""
-        cm = np.zeros((self.num_classes, self.num_classes), np.int64)
-        ce_sum, weight_sum = 0.0, 0.0
-        for batch in dist_dataset:
-            batch_cm, batch_ce, batch_weight = self._eval_fn(batch)
-            cm += batch_cm.numpy().astype(np.int64)
-            ce_sum += float(batch_ce)
-            weight_sum += float(batch_weight)
-        scores = scores_from_confusion(cm)
-        scores["loss"] = ce_sum / weight_sum if weight_sum > 0 else float("nan")
-        scores["confusion_matrix"] = cm
-        return scores

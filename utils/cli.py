@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import re
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -21,11 +23,35 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames an exception (and its cause or context)
+    holds in its traceback, and collect what only they kept alive.
+
+    A failed function's locals live on in the traceback until the exception is gone; when one of
+    them is a tf.data iterator, its threads keep calling into Python while the interpreter shuts
+    down, which aborts ("terminate called without an active exception") or hangs the process.
+    Releasing them here stops the iterator (its destructor waits for the calls in flight) while
+    Python still runs. Frames still executing (the caller's) are left as they are.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+    gc.collect()
+
+
 def guard(main: Callable[..., Any]) -> Callable[..., Any]:
     """Run a CLI `main`, turning ValueError and OSError raised for bad input into `fail`.
 
     Library code raises ValueError (bad value) or OSError (missing or unwritable file) with a
-    message that names the value or path and the fix; this wrapper prints it as one line.
+    message that names the value or path and the fix; this wrapper prints it as one line. Any
+    other exception propagates (a traceback: a bug), but first, as before `fail`, the locals of
+    the frames it unwound are released (`release_frames`), so no tf.data iterator outlives them.
     """
 
     @functools.wraps(main)
@@ -33,10 +59,16 @@ def guard(main: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return main(*args, **kwargs)
         except (ValueError, OSError) as exc:
-            fail(str(exc) or repr(exc))
-        except KeyboardInterrupt:
+            message = str(exc) or repr(exc)
+            release_frames(exc)
+            fail(message)
+        except KeyboardInterrupt as exc:
+            release_frames(exc)
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        except Exception as exc:
+            release_frames(exc)
+            raise
 
     return wrapper
 
