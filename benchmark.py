@@ -34,6 +34,7 @@ from utils.cli import (
     guard,
     make_parser,
     non_negative_float,
+    non_negative_int,
     parse_target_size,
     positive_int,
     quiet_tensorflow,
@@ -306,8 +307,9 @@ def _add_fit_command(sub: Any) -> None:
         help="batch-norm momenta to try, one row each (default: the model's own)",
     )  # fmt: skip
     fit.add_argument(
-        "--precise-bn", type=positive_int, default=256, metavar="N",
-        help="training images of the precise batch-norm estimate",
+        "--precise-bn", type=non_negative_int, default=256, metavar="N",
+        help="training images of the precise batch-norm estimate (0: none, the 'precise' "
+        "scores are then the moving statistics')",
     )  # fmt: skip
     fit.add_argument("--split", default="val", choices=["train", "val"], help="split scored")
     fit.add_argument("--seed", type=int, default=0, help="seed of weights and augmentation")

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasets.options import add_dataset_args, dataset_root
-from utils.cli import guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
+from utils.cli import (
+    guard,
+    make_parser,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    quiet_tensorflow,
+)
 
 if TYPE_CHECKING:  # named in annotations only; imported after quiet_tensorflow where used
     import tensorflow as tf
@@ -49,17 +56,6 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """Argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -120,7 +116,7 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
     )
     parser.add_argument(
         "--precise-bn",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=256,
         metavar="N",
         help="before each validation and checkpoint, set the batch-norm moving statistics "

@@ -95,7 +95,7 @@ def measure_fit(
     moving = validator.evaluate(eval_samples)
     precise = PreciseBatchNorm(setup.inference, strategy)
     count = precise_bn_batches(precise_images, len(train_samples), batch_size)
-    result = precise.update(batches(1), count)
+    result = precise.update(batches(1), count if precise_images > 0 else 0)
     precise_scores = validator.evaluate(eval_samples)
     # Last: a training-mode forward pass moves the moving statistics.
     training_mode = Validator(

@@ -89,6 +89,17 @@ def parse_target_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def non_negative_int(text: str) -> int:
+    """Argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """Argparse type: an integer of at least 1."""
     try:
