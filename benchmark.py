@@ -394,7 +394,7 @@ def command_line(argv: list[str] | None) -> str:
 
 
 class ProgressBars:
-    """tqdm bars on stderr for the phases of the inference benchmark (its progress callback)."""
+    """Progress bars (utils.progress) on stderr for the phases of the inference benchmark (its progress callback)."""
 
     UNITS = {"build + export": "model", "time": "job"}
 
@@ -404,14 +404,14 @@ class ProgressBars:
 
     def __call__(self, phase: str, done: int, total: int, label: str) -> None:
         """Open the phase's bar on its first call, move it to `done`, close it at `total`."""
-        # tqdm only once arguments are parsed
-        from tqdm import tqdm
+        # after parsing: keeps --help and usage errors instant
+        from utils.progress import progress_bar
 
         if phase != self.phase:
             self.close()
             self.phase = phase
             unit = self.UNITS.get(phase, "step")
-            self.bar = tqdm(total=total, desc=phase, unit=unit, file=sys.stderr, dynamic_ncols=True)
+            self.bar = progress_bar(total, phase, unit, sys.stderr)
         self.bar.update(done - self.bar.n)
         if label:
             self.bar.set_postfix_str(label)

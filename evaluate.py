@@ -87,23 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _progress_bar(total: int, enabled: bool, unit: str = "image") -> Any:
-    """A tqdm bar on stderr, or a stand-in with update/close when disabled (tqdm not imported)."""
-    if not enabled:
-        return _NoBar()
-    # tqdm only once arguments are parsed
-    from tqdm import tqdm
+    """A bar on stderr (tqdm in a terminal, plain lines in a log; none when not `enabled`)."""
+    # after parsing: keeps --help and usage errors instant
+    from utils.progress import progress_bar
 
-    return tqdm(total=total, unit=unit, file=sys.stderr, leave=False)
-
-
-class _NoBar:
-    """What _progress_bar returns when there is no bar."""
-
-    def update(self, n: int = 1) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
+    return progress_bar(total, "evaluate", unit, sys.stderr, disable=not enabled, leave=False)
 
 
 def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[str, Any]:
@@ -213,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         root = dataset_root(args, why=why)
     else:
         root = dataset_root(args, require=("gtFine",))  # as the official script: gtFine only
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress
     if args.model is not None:
         result = evaluate_model(args, root, progress)
         source = f"model {args.model}" + (

@@ -108,9 +108,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 0.0 <= args.alpha <= 1.0:
         fail(f"--alpha must be between 0 and 1, got {args.alpha}")
     quiet_tensorflow()
-    # tqdm only once arguments are parsed
-    from tqdm import tqdm
-
     # After quiet_tensorflow: the segmenter imports Keras and the model files.
     from datasets.cityscapes import BadFileError, skip_bad_hint
     from datasets.options import dataset_root
@@ -118,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from inference.segmenter import Segmenter
     from models.options import model_options
     from utils.io import check_writable_dir
+    from utils.progress import progress_bar
 
     out = check_writable_dir(args.results_path)
     if args.input:
@@ -136,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
     )
     try:
-        with tqdm(total=len(items), unit="image", disable=args.no_progress, file=sys.stderr) as bar:
+        with progress_bar(len(items), "predict", "image", sys.stderr, args.no_progress) as bar:
             tally = photos.segment_items(
                 segmenter,
                 items,

@@ -9,6 +9,10 @@ epoch, copied to best.weights.h5 and last.weights.h5, the training state beside 
 log.csv, TensorBoard logs (logs/) and val_scores.json. Rerunning the same command after a crash
 continues from the last completed epoch; a command with other settings (batch, schedule, size,
 data, ...) is refused, naming them (--output-dir for a new run, -r FILE to continue anyway).
+SIGTERM (SLURM's preemption and time-limit signal, or kill -TERM) stops the run after its current
+step with the training state saved (preempted.state/), exit status 75; rerunning the same command
+continues from that step. In a terminal the epochs show Keras' progress bar; in a job log (output
+not a terminal), one plain line per epoch (and every --log-every N steps).
 
 Before each validation and checkpoint, precise batch norm (--precise-bn N) sets the batch-norm
 moving statistics to the average statistics of N training images under the current weights, so
@@ -122,6 +126,15 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
         help="before each validation and checkpoint, set the batch-norm moving statistics "
         "to the average batch statistics of N training images (at most one pass over the "
         "training set) with the current weights; 0 turns it off",
+    )
+    parser.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="when standard output is not a terminal (a job log), print a progress line every "
+        "N steps besides the one per epoch; in a terminal the progress bar shows every step "
+        "(default: 0, one line per epoch)",
     )
     parser.add_argument(
         "-f",
@@ -353,6 +366,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         skip_bad=args.skip_bad,
         bn_momentum=args.bn_momentum,
         precise_bn=args.precise_bn,
+        log_every=args.log_every,
     )
 
 
@@ -412,16 +426,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # after parsing: keeps --help and usage errors instant
     from datasets.pipeline import bad_file_errors
+    from training.preemption import PREEMPTED_EXIT_CODE, Preempted, StopRequest
     from training.run import NonFiniteLossError, run_training
 
     log = print if dist.is_chief else None
     try:
-        # a bad file: one line naming it (the checkpoints written so far stay)
-        with bad_file_errors(skip_bad_option=not args.skip_bad):
-            result = run_training(config, strategy, dist.worker_index, root, log=log)
+        # a bad file: one line naming it (the checkpoints written so far stay); SIGTERM: the
+        # state of the current step is saved and the run stops (training.preemption)
+        with bad_file_errors(skip_bad_option=not args.skip_bad), StopRequest() as stop:
+            result = run_training(config, strategy, dist.worker_index, root, log=log, stop=stop)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Preempted as exc:
+        if dist.is_chief:
+            print(f"preempted: {exc}", file=sys.stderr, flush=True)
+        return PREEMPTED_EXIT_CODE
     if dist.is_chief:
         if result.scores is not None:
             _print_scores(result.scores)

@@ -91,6 +91,7 @@ def build_dataset(
     augment: Augment = Augment(),  # noqa: B008 (a frozen dataclass: immutable)
     skip_bad: bool = False,
     num_parallel_calls: int | None = None,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of ``(images uint8 (N, H, W, 3), train ids uint8 (N, H, W))``.
 
@@ -111,6 +112,9 @@ def build_dataset(
         skip_bad: log unreadable or invalid files and leave them out instead of raising.
         num_parallel_calls: images decoded and augmented at once (default: the CPU cores this
             process may use).
+        skip: leave out the first `skip` images of the stream before reading them, with their
+            order and augmentation seeds unchanged (a run resumed in the middle of an epoch);
+            with `skip_bad` and bad files in the skipped part, the stream is off by as many.
 
     Errors in a file surface when its batch is read, as a ValueError-bearing
     tf.errors.InvalidArgumentError whose message names the file; read the pipeline inside
@@ -132,10 +136,12 @@ def build_dataset(
     reuse_freed_buffers()  # decoded and resized images reuse memory instead of faulting it in
     reader = _Reader(samples, training, crop, augment, skip_bad)
     indices, seeds = _index_and_seed_streams(len(samples), training, seed, epoch)
+    if skip < 0:
+        raise ValueError(f"skip must be >= 0; got {skip!r}")
     if cache:
-        ds = _cached_pairs(reader, indices, seeds, repeat, parallel)
+        ds = _cached_pairs(reader, indices, seeds, repeat, parallel, skip)
     else:
-        ds = _decoded_pairs(reader, indices, seeds, repeat, parallel)
+        ds = _decoded_pairs(reader, indices, seeds, repeat, parallel, skip)
     if drop_remainder is None:
         drop_remainder = training
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -275,6 +281,7 @@ def _cached_pairs(
     seeds: tf.data.Dataset,
     repeat: bool,
     parallel: int,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Decode once and keep the decoded pairs; augment on every pass (two Python calls)."""
     ds = indices.map(reader.tf_load, num_parallel_calls=parallel, deterministic=True)
@@ -282,6 +289,8 @@ def _cached_pairs(
     ds = tf.data.Dataset.zip(ds, seeds).map(_attach_seed)
     if repeat:
         ds = ds.repeat()
+    if skip:
+        ds = ds.skip(skip)
     return ds.map(reader.tf_transform, num_parallel_calls=parallel, deterministic=True)
 
 
@@ -291,12 +300,16 @@ def _decoded_pairs(
     seeds: tf.data.Dataset,
     repeat: bool,
     parallel: int,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Decode and augment in one Python call: the full-size decoded arrays never become
-    tensors, which saves copying them in and out of TensorFlow."""
+    tensors, which saves copying them in and out of TensorFlow. Skipped images are left out
+    before they are read."""
     ds = tf.data.Dataset.zip(indices, seeds)
     if repeat:
         ds = ds.repeat()
+    if skip:
+        ds = ds.skip(skip)
     ds = ds.map(reader.tf_load_transform, num_parallel_calls=parallel, deterministic=True)
     if reader.skip_bad:
         ds = ds.filter(_is_ok).map(_drop_flag)

@@ -292,7 +292,7 @@ def test_train_cli_two_slurm_tasks_on_localhost(tmp_path, repo_root, synthetic_r
     chief, other = results[0][0], results[1][0]
     assert "multi-worker run: 2 workers from SLURM, 2 replicas" in chief
     assert "global batch 2 (1 x 2 replicas), 2 steps/epoch" in chief
-    assert "Epoch 1/1" in chief and "mean IoU" in chief
+    assert "epoch 1/1: loss" in chief and "mean IoU" in chief
     assert other.strip() == ""
     index = json.loads((out / "checkpoints.json").read_text())
     assert index["epoch"] == 1 and (out / index["last"]).is_file()

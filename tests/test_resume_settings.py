@@ -362,7 +362,7 @@ def test_rerun_with_more_epochs_continues(trained, synthetic_root, tmp_path, cap
     args = COMMAND + ["-p", synthetic_root, "--output-dir", run, "-e", "2"]
     code, out, err = run_main(args, capsys)
     assert code == 0, err
-    assert "at epoch 2 (optimizer step 1)" in out and "Epoch 2/2" in out
+    assert "at epoch 2 (optimizer step 1)" in out and "epoch 2/2: loss" in out
     assert "settings changed" not in out
     assert json.loads((run / "checkpoints.json").read_text())["epoch"] == 2
 
@@ -418,6 +418,15 @@ def test_the_header_names_the_cyclic_range_and_warns_of_a_short_run(
 
 def test_dataclass_fields_are_all_decided():
     """Every TrainConfig field is either a checked setting or one left out on purpose."""
-    left_out = {"epochs", "output_dir", "val_every", "xla", "skip_bad", "precise_bn", "weights"}
+    left_out = {
+        "epochs",
+        "output_dir",
+        "val_every",
+        "xla",
+        "skip_bad",
+        "precise_bn",
+        "weights",
+        "log_every",
+    }
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume"}
     assert fields == (set(RUN_SETTINGS) - {"data_root"}) | left_out

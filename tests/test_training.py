@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -208,8 +209,33 @@ def last_weights(run: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=Path(command[1]).parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen, prefix: str) -> list[str]:
+    """The stdout lines of `proc` up to the first that starts with `prefix` (a plain job-log
+    line: stdout is a pipe, not a terminal)."""
+    lines = []
+    while not lines or not lines[-1].startswith(prefix):
+        line = proc.stdout.readline()
+        assert line, f"train.py ended before printing {prefix!r}: {proc.stderr.read()[-2000:]}"
+        lines.append(line)
+    return lines
+
+
 @pytest.mark.slow
 def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, repo_root, run_cli):
+    """kill -9 in epoch 2: the rerun continues from epoch 2. SIGTERM in epoch 3: the state of
+    the current step is saved, the run exits 75 at once, and the rerun continues from that
+    step. Both end with the weights of a run never interrupted."""
     out = tmp_path / "run"
     command = [
         sys.executable,
@@ -230,40 +256,54 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
         "cyclic",
         "--cycle",
         "4",
+        "--log-every",
+        "1",
         "--output-dir",
         str(out),
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        command,
-        cwd=repo_root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = _start(command, env)
     try:
-        line = "start"
-        while not line.startswith("Epoch 2/3"):
-            line = proc.stdout.readline()
-            assert line, "train.py ended before its second epoch"
-        # Epoch 2 has begun (its header is printed before its data pipeline starts) and cannot
-        # have finished: kill now. (Keras' progress bar prints no per-step output to a pipe,
-        # so a later point in the epoch cannot be waited for reliably.)
+        lines = _read_until(proc, "epoch 2/3 step 1/6:")  # epoch 1 is saved; 2 goes on
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    # A job log: one plain line per step (--log-every 1) and per epoch, no escape sequences.
+    assert lines[-2].startswith("epoch 1/3: loss ") and "val mIoU" in lines[-2]
+    assert not any("\x1b" in line or "\r" in line for line in lines)
     index = json.loads((out / "checkpoints.json").read_text())
     assert index["epoch"] == 1
     assert not list(out.glob(".*tmp*"))  # no half-written file left visible
 
+    proc = _start(command, env)
+    try:
+        lines = _read_until(proc, "epoch 3/3 step 1/6:")
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err[-2000:]
+    assert stopped_after < 60
+    assert any("at epoch 2 (optimizer step 6)" in line for line in lines)
+    assert not any(line.startswith("epoch 1/3") for line in lines)
+    meta = json.loads((out / "preempted.state" / "meta.json").read_text())
+    stopped = meta["step_in_epoch"]
+    assert meta["epoch"] == 2 and 1 <= stopped < 6 and meta["optimizer_step"] == 12 + stopped
+    assert f"stopped by SIGTERM at epoch 3, step {stopped} of 6" in err
+    assert json.loads((out / "checkpoints.json").read_text())["epoch"] == 2  # last: epoch 2
+
     done = run_cli("train.py", *command[2:], env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "at epoch 2 (optimizer step 6)" in done.stdout
-    assert "Epoch 1/3" not in done.stdout and "Epoch 3/3" in done.stdout
+    assert f"at epoch 3, step {stopped + 1} of 6 (optimizer step {12 + stopped})" in done.stdout
+    assert f"epoch 3/3 step {stopped}/6" not in done.stdout
+    assert f"epoch 3/3 step {stopped + 1}/6" in done.stdout
+    assert not (out / "preempted.state").exists()
     index = json.loads((out / "checkpoints.json").read_text())
     assert index["epoch"] == 3
     rows = (out / "log.csv").read_text().splitlines()[1:]
@@ -277,7 +317,8 @@ def test_kill_mid_epoch_then_same_command_continues(synthetic_root, tmp_path, re
     assert lr == pytest.approx(1e-4 + (1e-3 - 1e-4) * 2 / 4, rel=1e-5)
     # Only the last and the best checkpoints are kept.
     assert 1 <= len(list(out.glob("weights-*.weights.h5"))) <= 2
-    # Killed and continued = never interrupted: same data order, augmentation and schedule.
+    # Killed, stopped and continued = never interrupted: same data order, augmentation,
+    # schedule and optimizer state, also from the middle of an epoch.
     reference = tmp_path / "reference"
     again = run_cli("train.py", *command[2:-1], str(reference), env=env)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -9,7 +9,11 @@ chief only, each atomically:
   epoch, the best mIoU and the settings), which `-r FILE` and a restarted run read;
 - `checkpoints.json`: which files are the last and the best (the commit point of a save);
 - `last.weights.h5`, `best.weights.h5`: copies of the last and the best weights under names that
-  do not change (what a script or a deployment points at), replaced atomically after the index.
+  do not change (what a script or a deployment points at), replaced atomically after the index;
+- `preempted.state/`: the training state of a run stopped in the middle of an epoch by SIGTERM
+  (training.preemption), with the step in its meta.json; a rerun continues from it, and the
+  next epoch's checkpoint removes it. It has no weights file: last.weights.h5 stays the last
+  finished epoch's, whose batch-norm statistics were re-estimated (precise batch norm).
 
 The state's meta.json records the run's settings (`run_settings`); a rerun continues the run in
 its folder only when the command's settings match them (`compare_settings`), and `-r FILE`
@@ -42,6 +46,7 @@ __all__ = [
     "BEST_WEIGHTS",
     "INDEX_FILE",
     "LAST_WEIGHTS",
+    "PREEMPTED_STATE",
     "RUN_SETTINGS",
     "CheckpointSaver",
     "ResumePoint",
@@ -54,6 +59,7 @@ __all__ = [
 ]
 
 INDEX_FILE = "checkpoints.json"
+PREEMPTED_STATE = "preempted.state"  # the state of a run stopped mid-epoch (see save_preempted)
 WEIGHTS_SUFFIX = ".weights.h5"
 STATE_SUFFIX = ".state"
 LAST_WEIGHTS = "last" + WEIGHTS_SUFFIX  # stable names: copies of the files the index names
@@ -64,7 +70,8 @@ _NAME_RE = re.compile(r"^weights-(\d+)-")  # the epoch; the rest may vary (the s
 #: The settings a run continues with only when the command gives the same (see compare_settings),
 #: each with the option that sets it. Epochs are not among them: raising -e continues a run.
 #: Left out as not changing what is trained: the output folder, -r, --xla, --val-every,
-#: --skip-bad, --precise-bn and --weights (initial weights, replaced by the checkpoint's).
+#: --skip-bad, --precise-bn, --log-every and --weights (initial weights, replaced by the
+#: checkpoint's).
 RUN_SETTINGS: dict[str, str] = {
     "model": "-m",
     "model_options": "--backbone/--output-stride/--head",
@@ -212,9 +219,33 @@ class CheckpointSaver:
         its best mIoU, and its last and best files when it is a checkpoint of this folder."""
         _restore(point, model, inference, checkpoint)
         self.best_miou = float(point.meta.get("best_mean_iou", -1.0))
-        if point.weights.parent.resolve() == self.output_dir.resolve():
+        if point.weights.parent.resolve() != self.output_dir.resolve():
+            return
+        if point.step:  # preempted.state: the last and best stay those of the index
+            self._last = _strip(point.meta.get("last"))
+            self._best = _strip(point.meta.get("best"))
+        else:
             self._last = point.weights.name[: -len(WEIGHTS_SUFFIX)]
             self._best = point.meta.get("best")
+
+    def save_preempted(
+        self, epoch: int, step: int, checkpoint: tf.train.Checkpoint, meta: dict[str, Any]
+    ) -> Path:
+        """Save the training state after `step` steps of epoch `epoch` + 1 (`epoch` finished
+        epochs) as preempted.state/ (every worker calls it; only the chief keeps it), replacing
+        an older one atomically. Returns its path."""
+        target = self.output_dir / PREEMPTED_STATE
+        meta = {
+            "model": self.model_name,
+            "epoch": epoch,
+            "step_in_epoch": step,
+            "best_mean_iou": self.best_miou,
+            "last": None if self._last is None else self._last + WEIGHTS_SUFFIX,
+            "best": self._best,
+            **meta,
+        }
+        _save_state(target, self.chief, checkpoint, meta)
+        return target
 
     def save(
         self,
@@ -266,6 +297,7 @@ class CheckpointSaver:
                 _copy_atomic(self.output_dir / (new_best + WEIGHTS_SUFFIX), best_copy)
             for old in {self._last, self._best} - {stem, new_best, None}:
                 _remove_checkpoint(self.output_dir / old)
+            shutil.rmtree(self.output_dir / PREEMPTED_STATE, ignore_errors=True)
         self._last, self._best = stem, new_best
 
 
@@ -342,6 +374,13 @@ class ResumePoint:
     #: Against the command's settings: those that changed (-r only; a rerun with changes is
     #: refused) and those the checkpoint does not record (not checked).
     check: SettingsCheck = dataclasses.field(default_factory=lambda: SettingsCheck([], []))
+    #: Steps of epoch `epoch` + 1 already trained (a preempted.state; 0 at an epoch's end).
+    step: int = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(finished epochs, steps into the next): how far the point got."""
+        return self.epoch, self.step
 
 
 def _read_meta(state: Path) -> dict[str, Any]:
@@ -388,9 +427,14 @@ def find_resume_point(
                 "--output-dir"
             )
         folder_point = _resume_point(last, model_name)
+    preempted = _preempted_point(Path(output_dir), model_name)
+    if preempted is not None and (
+        folder_point is None or preempted.position > folder_point.position
+    ):
+        folder_point = preempted
     if resume is not None:
         given = _resume_point(Path(resume), model_name)
-    if folder_point is not None and (given is None or folder_point.epoch > given.epoch):
+    if folder_point is not None and (given is None or folder_point.position > given.position):
         point, deliberate = folder_point, False
     elif given is not None:
         point, deliberate = given, True
@@ -443,6 +487,34 @@ def _resume_point(path: Path, model_name: str) -> ResumePoint:
             "has no .state folder beside it"
         )
     return ResumePoint(weights, None, epoch, {})
+
+
+def _preempted_point(output_dir: Path, model_name: str) -> ResumePoint | None:
+    """The preempted.state of `output_dir` as a ResumePoint, None when there is none."""
+    state = output_dir / PREEMPTED_STATE
+    if not state.is_dir():
+        return None
+    meta = _read_meta(state)
+    if meta.get("model") != model_name:
+        raise ValueError(
+            f"output folder {str(output_dir)!r} holds a stopped run of model "
+            f"{meta.get('model')!r}, not {model_name!r}; choose another --output-dir"
+        )
+    try:
+        epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"training state {str(state)!r} does not say where it stopped ({exc}); "
+            "delete it to continue from the last finished epoch"
+        ) from None
+    return ResumePoint(state, state, epoch, meta, step=step)
+
+
+def _strip(name: Any) -> str | None:
+    """A weights file name without its suffix (None stays None)."""
+    if not isinstance(name, str) or not name:
+        return None
+    return name[: -len(WEIGHTS_SUFFIX)] if name.endswith(WEIGHTS_SUFFIX) else name
 
 
 def _stable_target(path: Path) -> Path:
@@ -529,13 +601,30 @@ def _save(
 ) -> None:
     """Write `stem`.state/ (every worker, so collectives match; only the chief keeps it) and
     `stem`.weights.h5 (chief), each atomically; the state goes first."""
-    state = Path(str(stem) + STATE_SUFFIX)
-    with _atomic_dir(state, write=chief) as tmp:
-        checkpoint.write(str(tmp / "ckpt"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    _save_state(Path(str(stem) + STATE_SUFFIX), chief, checkpoint, meta)
     if chief:
         with atomic_path(Path(str(stem) + WEIGHTS_SUFFIX), suffix=WEIGHTS_SUFFIX) as tmp:
             inference.save_weights(str(tmp))
+
+
+def _save_state(
+    state: Path, chief: bool, checkpoint: tf.train.Checkpoint, meta: dict[str, Any]
+) -> None:
+    """Write a state folder (checkpoint and meta.json) atomically; every worker writes (so the
+    collectives match), only the chief keeps it. An existing folder of that name is replaced:
+    moved aside, the new one renamed into place, then the old one deleted."""
+    with _atomic_dir(state, write=chief) as tmp:
+        checkpoint.write(str(tmp / "ckpt"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        if chief and state.exists():
+            aside = Path(
+                tempfile.mkdtemp(prefix=f".{state.name}.", suffix=".old", dir=state.parent)
+            )
+            os.replace(state, aside / state.name)
+        else:
+            aside = None
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove_checkpoint(stem: Path) -> None:

@@ -55,6 +55,9 @@ class TrainConfig:
     #: Training images whose batch statistics re-estimate the moving statistics before each
     #: validation and checkpoint (training.precise_bn); 0 turns precise batch norm off.
     precise_bn: int = 256
+    #: In a job log (standard output not a terminal), a progress line every this many steps
+    #: besides the one per epoch (0: per epoch only).
+    log_every: int = 0
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -68,5 +71,7 @@ class TrainConfig:
             raise ValueError(
                 f"batch-norm momentum must be in [0, 1), got {self.bn_momentum!r} (--bn-momentum)"
             )
+        if self.log_every < 0:
+            raise ValueError(f"--log-every takes a number of steps >= 0, got {self.log_every!r}")
         if self.precise_bn < 0:
             raise ValueError(f"--precise-bn takes a number of images >= 0, got {self.precise_bn!r}")

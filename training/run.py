@@ -26,16 +26,14 @@ from training.checkpoints import CheckpointSaver, ResumePoint, run_settings
 from training.config import TrainConfig
 from training.logs import TrainLogs, first_batch, preview
 from training.precise_bn import PreciseBatchNorm, precise_bn_batches
+from training.preemption import Preempted, StopRequest
+from training.progress import EpochProgress
 from training.schedules import describe_schedule, make_schedule
 from training.setup import TrainingSetup, build_setup, input_fn
-from training.trainer import Trainer
 from training.validation import Validator
 from utils.io import check_writable_dir
 
 __all__ = ["NonFiniteLossError", "TrainResult", "run_training", "scaled_rates"]
-
-#: Progress-bar values shown as they are, not averaged over the epoch.
-_PROGRESS = ["loss", "lr", "img/s", "val_loss", "val_miou", "val_acc"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -134,24 +132,27 @@ def _resume(
     checkpoint: tf.train.Checkpoint,
     steps: int,
     say: Callable[[str], None],
-) -> int:
-    """Load the resume point, if any, and return the epoch training starts after (0: none).
+) -> tuple[int, int]:
+    """Load the resume point, if any, and return where training starts: (finished epochs,
+    steps already trained of the next; (0, 0) for a new run).
 
     Says which settings changed (-r with new ones) and which the checkpoint does not record."""
     if point is None:
-        return 0
+        return 0, 0
     saver.restore(point, setup.model, setup.inference, checkpoint)
     if point.state is None:  # a bare weights file: the schedule restarts at its epoch's step
         setup.optimizer.iterations.assign(point.epoch * steps)
     step = int(setup.optimizer.iterations.numpy())
-    say(f"Resuming from {point.weights} at epoch {point.epoch + 1} (optimizer step {step})")
+    into = f", step {point.step + 1} of {steps}" if point.step else ""
+    say(f"Resuming from {point.weights} at epoch {point.epoch + 1}{into} (optimizer step {step})")
     if point.check.changed:
         say(f"settings changed from the checkpoint's: {'; '.join(point.check.changed)}")
-    if step != point.epoch * steps:
+    expected = point.epoch * steps + point.step
+    if step != expected:
         say(
-            f"warning: the checkpoint is at optimizer step {step}, not {point.epoch * steps} "
-            f"({point.epoch} x the {steps} steps per epoch of this command): the schedule goes "
-            f"on from step {step}"
+            f"warning: the checkpoint is at optimizer step {step}, not {expected} "
+            f"({point.epoch} x the {steps} steps per epoch of this command"
+            f"{f' + {point.step}' if point.step else ''}): the schedule goes on from step {step}"
         )
     if "settings" not in point.meta:
         say(f"note: {point.weights.name} records no settings (a bare weights file): not checked")
@@ -160,47 +161,71 @@ def _resume(
             f"note: {point.weights.name} does not record {', '.join(point.check.unknown)} "
             "(a checkpoint of an older version): not checked"
         )
-    return point.epoch
+    return point.epoch, min(point.step, steps - 1)
+
+
+@dataclasses.dataclass
+class _Partial:
+    """The steps of an epoch trained so far: loss sums and seconds (kept across a stop)."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    totals: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"loss": 0.0, "main_loss": 0.0, "aux_loss": 0.0}
+    )
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any] | None) -> _Partial:
+        """What a preempted.state's meta.json recorded (empty when there is none)."""
+        partial = (meta or {}).get("partial") or {}
+        result = cls()
+        if partial:
+            result.steps = int(partial["steps"])
+            result.seconds = float(partial["seconds"])
+            result.totals.update({k: float(v) for k, v in partial["totals"].items()})
+        return result
 
 
 def _train_epoch(
-    trainer: Trainer,
+    run: _Run,
     iterator: Iterator[Any],
-    plan: _Plan,
     epoch: int,
-    progbar: keras.utils.Progbar,
-    saver: CheckpointSaver,
+    partial: _Partial,
+    progress: EpochProgress,
 ) -> dict[str, Any]:
-    """`plan.steps` optimizer steps; the epoch's log row (mean losses, rate, time, images/s).
+    """The epoch's remaining steps (after `partial.steps`); its log row (mean losses, rate,
+    time, images/s).
 
-    Raises NonFiniteLossError, naming the last good checkpoint, when the loss turns NaN/inf.
+    Raises NonFiniteLossError, naming the last good checkpoint, when the loss turns NaN/inf,
+    and Preempted, after saving the state of the step, when a worker was asked to stop.
     """
-    totals = {"loss": 0.0, "main_loss": 0.0, "aux_loss": 0.0}
-    started = time.perf_counter()
-    for step in range(plan.steps):
+    plan, trainer = run.plan, run.setup.trainer
+    totals = partial.totals
+    started = time.perf_counter() - partial.seconds
+    for step in range(partial.steps, plan.steps):
         rate = trainer.learning_rate()
-        values = trainer.train_step(next(iterator))
+        values = trainer.train_step(next(iterator), stop=run.stop.requested)
         if not math.isfinite(values["loss"]):
-            raise NonFiniteLossError(epoch + 1, step + 1, saver.last_weights)
+            raise NonFiniteLossError(epoch + 1, step + 1, run.saver.last_weights)
         for key in totals:
             totals[key] += values[key]
         elapsed = time.perf_counter() - started
-        progbar.update(
-            step + 1,
-            [
-                ("loss", totals["loss"] / (step + 1)),
-                ("lr", rate),
-                ("img/s", (step + 1) * plan.global_batch / elapsed),
-            ],
-            finalize=False,
+        images_per_s = (
+            (step + 1 - partial.steps) * plan.global_batch / max(elapsed - partial.seconds, 1e-9)
         )
+        progress.step(step + 1, totals["loss"] / (step + 1), rate, images_per_s)
+        if values["stop"] and step + 1 < plan.steps:
+            progress.stopped()
+            run.stop_at(epoch, _Partial(step + 1, elapsed, totals))
+        run.stopping = values["stop"]  # at the last step: stop after the epoch's checkpoint
     epoch_time = time.perf_counter() - started
+    resumed_time = max(epoch_time - partial.seconds, 1e-9)
     row: dict[str, Any] = {k: v / plan.steps for k, v in totals.items()}
     row.update(
         epoch=epoch + 1,
         learning_rate=trainer.learning_rate(),
         epoch_time_s=epoch_time,
-        images_per_s=plan.steps * plan.global_batch / epoch_time,
+        images_per_s=(plan.steps - partial.steps) * plan.global_batch / resumed_time,
     )
     return row
 
@@ -225,24 +250,6 @@ def _precise_bn(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     row.update(precise_bn_images=result.images, precise_bn_s=result.seconds)
 
 
-def _finish_progress(progbar: keras.utils.Progbar, steps: int, row: dict[str, Any]) -> None:
-    """The epoch's last progress line: its means, and the validation when there was one."""
-    extra = [
-        ("loss", row["loss"]),
-        ("lr", row["learning_rate"]),
-        ("img/s", row["images_per_s"]),
-    ]
-    if "precise_bn_s" in row:
-        extra.append(("bn_s", row["precise_bn_s"]))
-    if "val_loss" in row:
-        extra += [
-            ("val_loss", row["val_loss"]),
-            ("val_miou", row["val_mean_iou"]),
-            ("val_acc", row["val_pixel_accuracy"]),
-        ]
-    progbar.update(steps, extra, finalize=True)
-
-
 @dataclasses.dataclass
 class _Run:
     """A run once it is set up: what every epoch trains, validates, logs and saves."""
@@ -258,9 +265,35 @@ class _Run:
     preview_batch: tuple[np.ndarray, np.ndarray] | None  # on the chief
     validator: Validator | None  # on the chief: the other workers do not validate
     precise: PreciseBatchNorm | None  # None with --precise-bn 0
+    stop: StopRequest  # raised by SIGTERM: stop after the current step, state saved
+    stopping: bool = False  # every worker agreed to stop (at an epoch's last step)
 
-    def dataset(self, samples: Sequence[Any], epoch: int, training: bool) -> Any:
-        """The distributed dataset of `samples` for `epoch` (every worker reads its shard)."""
+    def meta(self) -> dict[str, Any]:
+        """What every checkpoint's meta.json records beside the epoch."""
+        return {
+            "optimizer_step": int(self.setup.optimizer.iterations.numpy()),
+            "steps_per_epoch": self.plan.steps,
+            "global_batch": self.plan.global_batch,
+            "policy": self.setup.policy,
+            "settings": self.saver.settings,
+        }
+
+    def stop_at(self, epoch: int, partial: _Partial) -> None:
+        """Save the state after `partial.steps` steps of epoch `epoch` (0-based), wait until
+        every worker (the chief writing) is done, and raise Preempted."""
+        meta = self.meta()
+        meta["partial"] = dataclasses.asdict(partial)
+        state = self.saver.save_preempted(epoch, partial.steps, self.checkpoint, meta)
+        _barrier(self.strategy)
+        raise Preempted(
+            epoch + 1, partial.steps, self.plan.steps, str(state), self.stop.signal_name
+        )
+
+    def dataset(
+        self, samples: Sequence[Any], epoch: int, training: bool, skip_steps: int = 0
+    ) -> Any:
+        """The distributed dataset of `samples` for `epoch` (every worker reads its shard),
+        without the batches of its first `skip_steps` steps."""
         config = self.config
         return self.strategy.distribute_datasets_from_function(
             input_fn(
@@ -271,17 +304,19 @@ class _Run:
                 config.seed,
                 epoch,
                 config.skip_bad,
+                skip_steps,
             )
         )
 
-    def epoch(self, epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """Train epoch `epoch` (0-based), validate when due, log and save: (row, scores|None)."""
+    def epoch(
+        self, epoch: int, progress: EpochProgress, partial: _Partial
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Train epoch `epoch` (0-based) from step `partial.steps`, validate when due, log and
+        save: (row, scores|None)."""
         config, plan, setup = self.config, self.plan, self.setup
-        progbar = keras.utils.Progbar(
-            plan.steps, verbose=1 if self.verbose else 0, stateful_metrics=_PROGRESS
-        )
-        iterator = iter(self.dataset(plan.train_samples, epoch, True))
-        row = _train_epoch(setup.trainer, iterator, plan, epoch, progbar, self.saver)
+        progress.start_epoch(epoch + 1)
+        iterator = iter(self.dataset(plan.train_samples, epoch, True, partial.steps))
+        row = _train_epoch(self, iterator, epoch, partial, progress)
         del iterator
         if self.precise is not None:  # before the validation and the checkpoint
             _precise_bn(self, epoch, row)
@@ -291,19 +326,27 @@ class _Run:
             scores = _validate(self.validator, plan.val_samples, row)
             if self.preview_batch is not None:
                 panel = preview(setup.inference, *self.preview_batch)
-        _finish_progress(progbar, plan.steps, row)
+        progress.finish(row)
         self.logs.write(row, panel)
-        meta = {
-            "optimizer_step": int(setup.optimizer.iterations.numpy()),
-            "steps_per_epoch": plan.steps,
-            "global_batch": plan.global_batch,
-            "policy": setup.policy,
-            "settings": self.saver.settings,
-        }
-        self.saver.save(epoch + 1, row, setup.inference, self.checkpoint, meta)
+        self.saver.save(epoch + 1, row, setup.inference, self.checkpoint, self.meta())
         if scores is not None:
             self.logs.write_scores(scores, epoch + 1)
+        if self.stopping and epoch + 1 < config.epochs:
+            _barrier(self.strategy)
+            raise Preempted(
+                epoch + 1,
+                plan.steps,
+                plan.steps,
+                str(self.saver.last_weights),
+                self.stop.signal_name,
+            )
         return row, scores
+
+
+def _barrier(strategy: tf.distribute.Strategy) -> None:
+    """Return when every replica of every worker has got here (an all-reduce of ones)."""
+    ones = strategy.run(lambda: tf.ones(()))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None).numpy()
 
 
 def run_training(
@@ -312,6 +355,7 @@ def run_training(
     worker_index: int = 0,
     root: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> TrainResult:
     """Train `config.model` on Cityscapes at `root`, validating, logging and checkpointing.
 
@@ -320,12 +364,16 @@ def run_training(
         strategy: created with training.distribute.make_strategy before anything else.
         worker_index: this worker (0 is the chief, which alone writes files and prints).
         root: Cityscapes root (from datasets.cityscapes.resolve_root).
-        log: receives the lines a CLI prints ("Epoch N/E" and notes); None to stay quiet.
+        log: receives the lines a CLI prints (notes; the epochs' progress goes to standard
+            output, training.progress); None to stay quiet.
+        stop: raised (by SIGTERM: train.py installs it) to stop after the current step with
+            the state saved (training.preemption); None: never.
 
     Raises:
         ValueError: bad settings, an unusable resume file or output folder.
         OSError: an output folder that cannot be written.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+        Preempted: `stop` was raised; the state of the step it stopped after is saved.
     """
     chief = worker_index == 0
     say = log if (log is not None and chief) else (lambda _line: None)
@@ -337,7 +385,7 @@ def run_training(
     plan = _plan(config, strategy, root)
     setup = build_setup(config, strategy, plan.schedule)
     checkpoint = tf.train.Checkpoint(model=setup.model, optimizer=setup.optimizer)
-    start_epoch = _resume(point, setup, saver, checkpoint, plan.steps, say)
+    start_epoch, start_step = _resume(point, setup, saver, checkpoint, plan.steps, say)
     logs = TrainLogs(output_dir, chief, start_epoch)
     height, width = config.input_size
     schedule_text, schedule_warnings = describe_schedule(
@@ -387,12 +435,16 @@ def run_training(
         preview_batch,
         validator,
         precise,
+        stop or StopRequest(),
     )
+    progress = EpochProgress(config.epochs, plan.steps, verbose, config.log_every)
+    partial = _Partial.from_meta(point.meta if point is not None and point.step else None)
+    partial.steps = start_step
     history: list[dict[str, Any]] = []
     scores = None
     for epoch in range(start_epoch, config.epochs):
-        say(f"Epoch {epoch + 1}/{config.epochs}")
-        row, epoch_scores = run.epoch(epoch)
+        row, epoch_scores = run.epoch(epoch, progress, partial)
+        partial = _Partial()
         history.append(row)
         scores = epoch_scores if epoch_scores is not None else scores
     if start_epoch >= config.epochs:

@@ -112,12 +112,15 @@ def input_fn(
     seed: int,
     epoch: int = 0,
     skip_bad: bool = False,
+    skip_steps: int = 0,
 ) -> Callable[[tf.distribute.InputContext], Any]:
     """A dataset function for `strategy.distribute_datasets_from_function`.
 
     Each worker reads its own shard of the files (every num_workers-th), in per-replica batches;
     training data repeats (callers take steps_per_epoch batches) and is seeded by
     (seed, epoch), so epoch k is the same whether or not the run was resumed before it.
+    `skip_steps` leaves out the batches of that many global steps (every worker its share),
+    unread: the rest of an epoch that was stopped after that step.
     """
 
     def make(context: tf.distribute.InputContext) -> Any:
@@ -126,9 +129,11 @@ def input_fn(
             if context.num_input_pipelines > 1
             else None
         )
+        per_replica = context.get_per_replica_batch_size(global_batch)
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
         return build_dataset(
             samples,
-            context.get_per_replica_batch_size(global_batch),
+            per_replica,
             size,
             training=training,
             seed=seed,
@@ -136,6 +141,7 @@ def input_fn(
             repeat=training,
             epoch=epoch,
             skip_bad=skip_bad,
+            skip=skip_steps * per_replica * local_replicas,
         )
 
     return make

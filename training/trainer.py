@@ -248,31 +248,45 @@ class Trainer:
         grads = tape.gradient(scaled, variables)
         return loss, main, aux, grads
 
-    def _replica_train_step(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """One optimizer step on one replica's share of the global batch."""
+    def _replica_train_step(
+        self, images: tf.Tensor, labels: tf.Tensor, stop: tf.Tensor
+    ) -> tuple[tf.Tensor, ...]:
+        """One optimizer step on one replica's share of the global batch.
+
+        `stop` (1.0 when this worker was asked to stop) is all-reduced with the loss
+        normaliser, in the same collective: every replica learns whether any worker wants to
+        stop after this step."""
         safe, weights = self._pixel_weights(labels)
         context = tf.distribute.get_replica_context()
-        norm = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(weights))
-        norm = tf.maximum(norm, 1.0)
+        reduced = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.stack([tf.reduce_sum(weights), stop])
+        )
+        norm = tf.maximum(reduced[0], 1.0)
         loss, main, aux, grads = self._forward(images, safe, weights, norm)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
-        return loss, main, aux
+        return loss, main, aux, reduced[1]
 
-    def _distributed_train_step(self, batch: Any) -> tuple[tf.Tensor, ...]:
-        """strategy.run of the replica step; losses summed over replicas (already normalised)."""
+    def _distributed_train_step(self, batch: Any, stop: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """strategy.run of the replica step; losses summed over replicas (already normalised),
+        and the all-reduced stop requests (the same on every replica; their mean)."""
         images, labels = batch
-        per_replica = self.strategy.run(self._replica_train_step, args=(images, labels))
-        return tuple(
-            self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-            for value in per_replica
+        loss, main, aux, stops = self.strategy.run(
+            self._replica_train_step, args=(images, labels, stop)
         )
+        total = tuple(
+            self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for value in (loss, main, aux)
+        )
+        return (*total, self.strategy.reduce(tf.distribute.ReduceOp.MEAN, stops, axis=None))
 
     # -- public API ---------------------------------------------------------------------------
 
-    def train_step(self, batch: Any) -> dict[str, float]:
-        """One global step on a batch from a distributed iterator: loss, main and aux losses."""
+    def train_step(self, batch: Any, stop: bool = False) -> dict[str, Any]:
+        """One global step on a batch from a distributed iterator: loss, main and aux losses,
+        and "stop": whether any worker asked (`stop=True` on it) to stop after this step."""
         try:
-            loss, main, aux = self._train_fn(batch)
+            flag = tf.constant(1.0 if stop else 0.0)
+            loss, main, aux, stops = self._train_fn(batch, flag)
         except tf.errors.OpError as exc:
             if "mixed precision is disallowed" in str(exc):
                 raise ValueError(
@@ -280,7 +294,12 @@ class Trainer:
                     "float32 and bfloat16); on CPU use --xla or --mixed-precision, not both"
                 ) from None
             raise
-        return {"loss": float(loss), "main_loss": float(main), "aux_loss": float(aux)}
+        return {
+            "loss": float(loss),
+            "main_loss": float(main),
+            "aux_loss": float(aux),
+            "stop": float(stops) > 0,
+        }
 
     def learning_rate(self) -> float:
         """The learning rate the next step will use."""
