@@ -173,9 +173,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(synthetic_root, tmp_path, monk
     real_step = Trainer.train_step
     calls = {"n": 0}
 
-    def step(self, batch):
+    def step(self, batch, stop=False):
         calls["n"] += 1
-        values = real_step(self, batch)
+        values = real_step(self, batch, stop)
         return dict(values, loss=float("nan")) if calls["n"] > 2 else values
 
     monkeypatch.setattr(Trainer, "train_step", step)
