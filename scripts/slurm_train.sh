@@ -29,7 +29,8 @@
 # and, when srun ends with 75, requeues the job (`scontrol requeue`, allowed by --requeue): the
 # requeued job runs the same command, which continues from the saved step. Other failures end
 # the job with their own status.
-# Resume by hand: submit the same command again (same OUTPUT); `-r DIR` continues another run.
+# Resume by hand: submit the same command again (same OUTPUT); -r RUN/last.weights.h5 continues
+# another folder's run in a new OUTPUT.
 #
 #SBATCH --job-name=segbench-train
 #SBATCH --nodes=2
