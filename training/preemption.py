@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from types import FrameType
 from typing import Any
 
@@ -48,14 +47,12 @@ class StopRequest:
         self.signals = signals
         self.requested = False
         self.signal_name = "a stop request"
-        self.received_at: float | None = None
         self._previous: dict[int, Any] = {}
 
     def request(self, name: str = "a stop request") -> None:
         """Ask the run to stop after its current step (what the signal handler does)."""
         if not self.requested:
             self.requested, self.signal_name = True, name
-            self.received_at = time.monotonic()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.request(signal.Signals(signum).name)

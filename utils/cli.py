@@ -89,26 +89,25 @@ def parse_target_size(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def non_negative_int(text: str) -> int:
-    """Argparse type: an integer of at least 0."""
+def _int_at_least(text: str, minimum: int) -> int:
+    """An integer of at least `minimum`, or argparse's error naming the bound."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse type: an integer of at least 0."""
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
     """Argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _int_at_least(text, 1)
 
 
 def non_negative_float(text: str) -> float:
