@@ -110,6 +110,13 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
     )
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
     parser.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="batch-norm statistics over the global batch of all GPUs and workers while "
+        "training (PyTorch's SyncBatchNorm, what the HRNet, PIDNet and DDRNet recipes use on "
+        "several GPUs); default: each replica normalises over its own images",
+    )
+    parser.add_argument(
         "--bn-momentum",
         type=_float,
         default=None,
@@ -365,6 +372,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         coarse=args.coarse,
         skip_bad=args.skip_bad,
         bn_momentum=args.bn_momentum,
+        sync_bn=args.sync_bn,
         precise_bn=args.precise_bn,
         log_every=args.log_every,
     )
@@ -427,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     # after parsing: keeps --help and usage errors instant
     from datasets.pipeline import bad_file_errors
     from training.preemption import PREEMPTED_EXIT_CODE, Preempted, StopRequest
-    from training.run import NonFiniteLossError, run_training
+    from training.run import PEER_FAILURES, NonFiniteLossError, run_training
 
     log = print if dist.is_chief else None
     try:
@@ -442,6 +450,19 @@ def main(argv: list[str] | None = None) -> int:
         if dist.is_chief:
             print(f"preempted: {exc}", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT_CODE
+    except PEER_FAILURES as exc:
+        if dist.num_workers < 2:
+            raise
+        # a peer died: TensorFlow's health check aborts the collectives within about a minute
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        print(
+            f"error: worker {dist.worker_index} of {dist.num_workers}: another worker of the run "
+            f"stopped ({reason}); training stopped; the checkpoints in {config.output_dir} are "
+            "intact: start all workers again with the same command to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     if dist.is_chief:
         if result.scores is not None:
             _print_scores(result.scores)

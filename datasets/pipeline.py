@@ -85,6 +85,7 @@ def build_dataset(
     seed: int | None = None,
     cache: bool = False,
     shard: tuple[int, int] | None = None,
+    stream_shard: tuple[int, int, int] | None = None,
     repeat: bool = False,
     drop_remainder: bool | None = None,
     epoch: int = 0,
@@ -104,6 +105,13 @@ def build_dataset(
         seed: makes shuffling and augmentation repeatable; None draws a fresh one.
         cache: keep decoded images in memory after the first pass (small data sets only).
         shard: (num_workers, worker_index): this worker's disjoint share of the files.
+        stream_shard: (num_workers, worker_index, images per worker and step): this worker's
+            share of the one stream every worker computes from all the files (the same order
+            and augmentation seeds as a single process reading them): block k of that many
+            images goes to worker k mod num_workers. A global step of num_workers such blocks
+            then holds the images a single process would batch for that step, so the workers
+            train on what one process with the same global batch would. Only the worker's own
+            images are read.
         repeat: repeat forever (epoch after epoch, reshuffled).
         drop_remainder: default True when training, False otherwise.
         epoch: epoch number mixed into the seed, so epoch k of a resumed run sees the same order
@@ -123,8 +131,17 @@ def build_dataset(
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1; got {batch_size!r}")
     samples = list(samples)
+    if shard is not None and stream_shard is not None:
+        raise ValueError("give shard (files) or stream_shard (images of one stream), not both")
     if shard is not None:
         samples = shard_samples(samples, *shard)
+    if stream_shard is not None:
+        workers, index, block = stream_shard
+        if workers < 1 or not 0 <= index < workers or block < 1:
+            raise ValueError(
+                f"stream_shard must be (workers >= 1, index in [0, workers), block >= 1); "
+                f"got {stream_shard!r}"
+            )
     if not samples:
         raise ValueError("no samples to read (empty split or shard)")
     if training and crop_size is None:
@@ -139,9 +156,9 @@ def build_dataset(
     if skip < 0:
         raise ValueError(f"skip must be >= 0; got {skip!r}")
     if cache:
-        ds = _cached_pairs(reader, indices, seeds, repeat, parallel, skip)
+        ds = _cached_pairs(reader, indices, seeds, repeat, parallel, skip, stream_shard)
     else:
-        ds = _decoded_pairs(reader, indices, seeds, repeat, parallel, skip)
+        ds = _decoded_pairs(reader, indices, seeds, repeat, parallel, skip, stream_shard)
     if drop_remainder is None:
         drop_remainder = training
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -282,6 +299,7 @@ def _cached_pairs(
     repeat: bool,
     parallel: int,
     skip: int = 0,
+    share: tuple[int, int, int] | None = None,
 ) -> tf.data.Dataset:
     """Decode once and keep the decoded pairs; augment on every pass (two Python calls)."""
     ds = indices.map(reader.tf_load, num_parallel_calls=parallel, deterministic=True)
@@ -289,6 +307,7 @@ def _cached_pairs(
     ds = tf.data.Dataset.zip(ds, seeds).map(_attach_seed)
     if repeat:
         ds = ds.repeat()
+    ds = _own_share(ds, share)
     if skip:
         ds = ds.skip(skip)
     return ds.map(reader.tf_transform, num_parallel_calls=parallel, deterministic=True)
@@ -301,13 +320,15 @@ def _decoded_pairs(
     repeat: bool,
     parallel: int,
     skip: int = 0,
+    share: tuple[int, int, int] | None = None,
 ) -> tf.data.Dataset:
     """Decode and augment in one Python call: the full-size decoded arrays never become
-    tensors, which saves copying them in and out of TensorFlow. Skipped images are left out
-    before they are read."""
+    tensors, which saves copying them in and out of TensorFlow. Skipped images, and the other
+    workers' ones, are left out before they are read."""
     ds = tf.data.Dataset.zip(indices, seeds)
     if repeat:
         ds = ds.repeat()
+    ds = _own_share(ds, share)
     if skip:
         ds = ds.skip(skip)
     ds = ds.map(reader.tf_load_transform, num_parallel_calls=parallel, deterministic=True)
@@ -316,8 +337,20 @@ def _decoded_pairs(
     return ds
 
 
+def _own_share(ds: tf.data.Dataset, share: tuple[int, int, int] | None) -> tf.data.Dataset:
+    """The elements of `ds` in this worker's blocks (see build_dataset's stream_shard)."""
+    if share is None or share[0] == 1:
+        return ds
+    workers, index, block = (tf.constant(v, tf.int64) for v in share)
+
+    def mine(position: tf.Tensor, _element: Any) -> tf.Tensor:
+        return tf.equal((position // block) % workers, index)
+
+    return ds.enumerate().filter(mine).map(lambda _position, element: element)
+
+
 def _fixed_options() -> tf.data.Options:
-    """No auto-sharding (workers shard by file) and no autotuner."""
+    """No auto-sharding (workers take their share themselves) and no autotuner."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     # Fixed parallelism and prefetch instead of tf.data's autotuner: on 2 cores the autotuner

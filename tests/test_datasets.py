@@ -281,6 +281,28 @@ def test_sharding_splits_files_without_overlap(synthetic_root: Path) -> None:
         cs.shard_samples(samples, 2, 2)
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_workers_share_one_stream_in_blocks(synthetic_root: Path, cache: bool) -> None:
+    """Two workers with blocks of 2 images: put back in block order, their images are the
+    stream of one process (order, crops, augmentation), across a pass boundary and after skip."""
+    samples = cs.find_samples(synthetic_root, "train")  # 4 files: 12 images = 3 passes
+
+    def images(take: int, **kwargs) -> np.ndarray:
+        ds = pipeline.build_dataset(
+            samples, 1, (32, 64), training=True, seed=3, repeat=True, cache=cache, **kwargs
+        )
+        return np.stack([np.asarray(x) for x, _ in ds.take(take)])[:, 0]
+
+    single = images(12)
+    workers = [images(6, stream_shard=(2, k, 2)) for k in range(2)]
+    rebuilt = np.concatenate([workers[k][i : i + 2] for i in range(0, 6, 2) for k in range(2)])
+    np.testing.assert_array_equal(rebuilt, single)
+    # skip counts the worker's own images: a resumed worker goes on where it stopped
+    np.testing.assert_array_equal(images(2, stream_shard=(2, 1, 2), skip=4), workers[1][4:])
+    with pytest.raises(ValueError, match="stream_shard must be"):
+        pipeline.build_dataset(samples, 1, (32, 64), training=True, stream_shard=(2, 2, 1))
+
+
 @pytest.mark.parametrize("kind", ["grey", "grey_alpha", "rgba", "rgb16", "jpeg"])
 def test_read_image_gives_rgb_uint8_for_any_png_or_jpeg(tmp_path: Path, kind: str) -> None:
     from PIL import Image

@@ -427,6 +427,7 @@ def test_dataclass_fields_are_all_decided():
         "precise_bn",
         "weights",
         "log_every",
+        "sync_bn",
     }
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"resume"}
     assert fields == (set(RUN_SETTINGS) - {"data_root"}) | left_out

@@ -70,8 +70,9 @@ _NAME_RE = re.compile(r"^weights-(\d+)-")  # the epoch; the rest may vary (the s
 #: The settings a run continues with only when the command gives the same (see compare_settings),
 #: each with the option that sets it. Epochs are not among them: raising -e continues a run.
 #: Left out as not changing what is trained: the output folder, -r, --xla, --val-every,
-#: --skip-bad, --precise-bn, --log-every and --weights (initial weights, replaced by the
-#: checkpoint's).
+#: --skip-bad, --precise-bn, --log-every, --weights (initial weights, replaced by the
+#: checkpoint's) and --sync-bn (how several replicas combine their batch statistics: a run may
+#: continue on another number of GPUs).
 RUN_SETTINGS: dict[str, str] = {
     "model": "-m",
     "model_options": "--backbone/--output-stride/--head",

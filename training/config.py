@@ -52,6 +52,9 @@ class TrainConfig:
     num_classes: int = 19
     #: Batch-norm momentum for every BatchNormalization layer (None: the model's, ModelInfo).
     bn_momentum: float | None = None
+    #: Batch-norm statistics over the global batch (all replicas) while training, as PyTorch's
+    #: SyncBatchNorm; off: each replica normalises over its own images.
+    sync_bn: bool = False
     #: Training images whose batch statistics re-estimate the moving statistics before each
     #: validation and checkpoint (training.precise_bn); 0 turns precise batch norm off.
     precise_bn: int = 256

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -168,10 +169,17 @@ def make_strategy(
         strategy = tf.distribute.MirroredStrategy()
         return strategy, DistributeInfo("mirrored", 1, 0, strategy.num_replicas_in_sync)
     resolver, source = make_cluster_resolver(environ)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     cluster = resolver.cluster_spec().as_dict()
     num_workers = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
     task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    if num_workers < 2:
+        raise ValueError(
+            f"--distribute multiworker needs 2 or more workers, but {source} names "
+            f"{num_workers}; start more tasks (e.g. sbatch -N1 --ntasks-per-node=2 ... or "
+            "srun -n 2) or train in one process with --distribute auto"
+        )
+    _check_port_free(cluster[task_type][task_id], source, environ)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     # With a "chief" job the chief is index 0 and the workers follow it.
     index = task_id + (1 if task_type == "worker" and "chief" in cluster else 0)
     if task_type == "chief":
@@ -179,3 +187,35 @@ def make_strategy(
     return strategy, DistributeInfo(
         "multiworker", num_workers, index, strategy.num_replicas_in_sync, source
     )
+
+
+def _check_port_free(address: str, source: str, environ: Mapping[str, str]) -> None:
+    """ValueError naming the port when this worker's `host:port` is already taken on this host.
+
+    TensorFlow's gRPC server would either fail with a long C++ error or, where the other
+    listener also sets SO_REUSEPORT (another TensorFlow job's worker), share the port with it and
+    talk to the wrong job.
+    """
+    port_text = address.rpartition(":")[2]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(
+            f"{source} gives this worker the address {address!r}, not host:port"
+        ) from None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            hint = (
+                f"set {PORT_BASE_ENV} to the first port of a free range (now "
+                f"{environ.get(PORT_BASE_ENV, DEFAULT_PORT_BASE)}; each task of a node takes "
+                "the next port)"
+                if source == "SLURM"
+                else "give this worker a free port in TF_CONFIG"
+            )
+            raise ValueError(
+                f"port {port} of this worker ({address}, from {source}) is taken on this host "
+                f"({exc.strerror}); {hint}"
+            ) from None

@@ -447,6 +447,8 @@ def run_training(
         partial = _Partial()
         history.append(row)
         scores = epoch_scores if epoch_scores is not None else scores
+    if plan.num_replicas > 1 and history:
+        _check_replicas_agree(strategy, setup.model, say)
     if start_epoch >= config.epochs:
         say(
             f"the run in {output_dir} has already trained {start_epoch} of {config.epochs} "
@@ -462,3 +464,47 @@ def run_training(
         plan.num_replicas,
         plan.global_batch,
     )
+
+
+#: What a collective op raises when another worker of a multi-worker run has died (TensorFlow's
+#: health check aborts the collectives with UnavailableError; a restarted peer gives
+#: FailedPrecondition, a timed-out one DeadlineExceeded).
+PEER_FAILURES = (
+    tf.errors.UnavailableError,
+    tf.errors.CancelledError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.FailedPreconditionError,
+)
+
+
+def weights_fingerprint(model: keras.Model) -> tf.Tensor:
+    """Per variable, the float64 sum and sum of squares of its values: a vector that differs
+    between two copies of the model as soon as any weight does (to rounding of the sums)."""
+    values = [tf.cast(tf.convert_to_tensor(v.value), tf.float64) for v in model.weights]
+    return tf.stack([f(x) for x in values for f in (tf.reduce_sum, _sum_of_squares)])
+
+
+def _sum_of_squares(x: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.square(x))
+
+
+def _check_replicas_agree(strategy: tf.distribute.Strategy, model: keras.Model, say) -> None:
+    """Gather every replica's weights fingerprint (all workers take part) and say whether all
+    replicas end with the same weights, as synchronous data parallelism promises."""
+
+    @tf.function  # collectives run eagerly are slow (and TensorFlow warns about them)
+    def gather() -> tf.Tensor:
+        mine = strategy.run(lambda: tf.expand_dims(weights_fingerprint(model), 0))
+        return strategy.gather(mine, axis=0)
+
+    gathered = gather().numpy()
+    replicas = gathered.shape[0]
+    differ = int(np.sum(np.any(gathered != gathered[:1], axis=1)))
+    if differ:
+        say(
+            f"warning: {differ} of {replicas} replicas end with weights that differ from "
+            f"replica 0's (largest fingerprint difference {np.max(np.abs(gathered - gathered[:1])):.3g})"
+        )
+    else:
+        say(f"all {replicas} replicas end with identical weights")

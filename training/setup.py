@@ -8,6 +8,7 @@ same thing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from datasets.pipeline import build_dataset
 from models import build_model, get_info
+from models.loading import all_layers
 from training.config import TrainConfig
 from training.trainer import Trainer, apply_precision, freeze_backbone, make_optimizer
 
@@ -53,11 +55,52 @@ def build_training_model(
         )
         if config.freeze_backbone:
             freeze_backbone(model, config.model)
+        if config.sync_bn:
+            synchronize_batch_norm(model)
         if isinstance(model.outputs, list) and len(model.outputs) > 1:
             inference = keras.Model(model.inputs, model.outputs[0], name=model.name)
         else:
             inference = model
     return model, inference, info.aux_weights if aux else ()
+
+
+def synchronize_batch_norm(model: keras.Model) -> None:
+    """Make every BatchNormalization layer of `model` normalise over the global batch while
+    training (all replicas of all workers), as PyTorch's SyncBatchNorm does.
+
+    Keras' own `synchronized=True` computes the variance in one pass as E[x^2] - E[x]^2, which
+    in float32 loses digits where a channel's mean is large against its spread (a first layer
+    on a flat-coloured image): on synthetic scenes the gradients of one step then differ from
+    a single process's by about 1e-4 of their size, and training drifts apart over a few
+    steps. This takes the mean first and then the squared deviations from it (two
+    all-reduces, one fewer than Keras'), which matches a single process with the same global
+    batch to float32 rounding (tests/test_slurm.py). Outside a distribution strategy, or with
+    one replica, it is plain batch normalisation.
+    """
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            own = layer._moments  # masked inputs keep Keras' path (no model here has them)
+            layer._moments = functools.partial(_global_moments, layer._reduction_axes, own)
+
+
+def _global_moments(
+    axes: Sequence[int], own: Callable[..., Any], inputs: tf.Tensor, mask: Any
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(mean, variance) of `inputs` over `axes` and over every replica's batch."""
+    context = tf.distribute.get_replica_context()
+    if mask is not None or context is None or context.num_replicas_in_sync == 1:
+        return own(inputs, mask)
+    x = tf.cast(inputs, tf.float32)  # statistics in float32 under mixed precision too
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), list(axes))), tf.float32)
+    sums = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.concat([tf.reduce_sum(x, axes), [count]], 0)
+    )
+    total = tf.maximum(sums[-1], 1.0)
+    mean = sums[:-1] / total
+    deviations = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(x - mean), axes)
+    )
+    return tf.cast(mean, inputs.dtype), tf.cast(deviations / total, inputs.dtype)
 
 
 def build_setup(
@@ -116,32 +159,36 @@ def input_fn(
 ) -> Callable[[tf.distribute.InputContext], Any]:
     """A dataset function for `strategy.distribute_datasets_from_function`.
 
-    Each worker reads its own shard of the files (every num_workers-th), in per-replica batches;
-    training data repeats (callers take steps_per_epoch batches) and is seeded by
+    Training: every worker reads its own blocks of the one shuffled and augmented stream (see
+    build_dataset's stream_shard), so the global batch of each step holds the images one process
+    with that global batch would train on; the rest (validation) is sharded by file. Batches are
+    per replica; training data repeats (callers take steps_per_epoch batches) and is seeded by
     (seed, epoch), so epoch k is the same whether or not the run was resumed before it.
     `skip_steps` leaves out the batches of that many global steps (every worker its share),
     unread: the rest of an epoch that was stopped after that step.
     """
 
     def make(context: tf.distribute.InputContext) -> Any:
-        shard = (
-            (context.num_input_pipelines, context.input_pipeline_id)
-            if context.num_input_pipelines > 1
-            else None
-        )
+        workers, index = context.num_input_pipelines, context.input_pipeline_id
         per_replica = context.get_per_replica_batch_size(global_batch)
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        local_replicas = context.num_replicas_in_sync // workers
+        shards = {}
+        if workers > 1:
+            if training:
+                shards["stream_shard"] = (workers, index, per_replica * local_replicas)
+            else:
+                shards["shard"] = (workers, index)
         return build_dataset(
             samples,
             per_replica,
             size,
             training=training,
             seed=seed,
-            shard=shard,
             repeat=training,
             epoch=epoch,
             skip_bad=skip_bad,
             skip=skip_steps * per_replica * local_replicas,
+            **shards,
         )
 
     return make
