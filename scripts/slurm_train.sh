@@ -24,11 +24,14 @@
 #
 # Preemption and the time limit: SLURM sends SIGTERM to the tasks 120 s before the time limit
 # (--signal=TERM@120), and at preemption or on `scancel --signal=TERM --full`. train.py then
-# finishes its current step, saves the training state of that step and exits with status 75
-# (training.preemption.PREEMPTED_EXIT_CODE). This shell survives the SIGTERM (it waits for srun)
-# and, when srun ends with 75, requeues the job (`scontrol requeue`, allowed by --requeue): the
-# requeued job runs the same command, which continues from the saved step. Other failures end
-# the job with their own status.
+# finishes its current step, saves the training state of that step (OUTPUT/preempted.state/)
+# and exits with status 75 (training.preemption.PREEMPTED_EXIT_CODE). This shell survives the
+# SIGTERM (it waits for srun) and, when srun ends with 75 or the state was saved during this job
+# (srun --kill-on-bad-exit may end a task that is still shutting down, after the state was saved,
+# when another task exited with 75 first), requeues the job (`scontrol requeue`, allowed by
+# --requeue): the requeued job runs the same command, which continues from the saved step. Other
+# failures end the job with their own status. Set the output folder with OUTPUT (or
+# --output-dir among the arguments), so that this script finds the saved state.
 # Resume by hand: submit the same command again (same OUTPUT); -r RUN/last.weights.h5 continues
 # another folder's run in a new OUTPUT.
 #
@@ -46,6 +49,7 @@
 set -uo pipefail
 
 PREEMPTED=75 # training.preemption.PREEMPTED_EXIT_CODE
+STARTED="$(date +%s)"
 
 die() {
     echo "error: $*" >&2
@@ -76,6 +80,19 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 extra=($EXTRA)
 cmd=("$PYTHON" train.py -m "$MODEL" -p "$DATA" -b "$BATCH" -e "$EPOCHS"
     --distribute multiworker --output-dir "$OUTPUT" "${extra[@]}" "$@")
+
+# the output folder train.py will use: OUTPUT, or the last --output-dir of the arguments
+out_dir="$OUTPUT"
+for ((i = 1; i <= $#; i++)); do
+    case "${!i}" in
+    --output-dir=*) out_dir="${!i#--output-dir=}" ;;
+    --output-dir) j=$((i + 1)) && ((j <= $#)) && out_dir="${!j}" ;;
+    esac
+done
+saved_now() { # the training state was saved by this job (after it started)
+    local meta="$out_dir/preempted.state/meta.json"
+    [[ -f "$meta" ]] && (($(stat -c %Y "$meta") >= STARTED))
+}
 
 nodes="${SLURM_JOB_NUM_NODES:-1}"
 tasks="${SLURM_NTASKS:-$nodes}"
@@ -129,6 +146,10 @@ for ((t = 0; ; t++)); do
 done
 
 job_state="$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n1)"
+if ((status != 0 && status != PREEMPTED)) && saved_now; then
+    echo "slurm_train: srun ended with status ${status}, but the training state was saved at $(date -r "$out_dir/preempted.state/meta.json" '+%T') after SIGTERM: treated as ${PREEMPTED}"
+    status=$PREEMPTED
+fi
 if ((status == PREEMPTED)) && [[ "$job_state" != "JobState=RUNNING" ]]; then
     # a plain `scancel` (the job is CANCELLED/COMPLETING): the state is saved, do not requeue
     echo "slurm_train: training stopped with its state saved (status ${PREEMPTED}); the job is ending (${job_state:-state unknown}), not requeued"

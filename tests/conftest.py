@@ -65,3 +65,32 @@ def run_cli(repo_root: Path):
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(repo_root: Path) -> Path:
+    """A running one-node SLURM cluster (scripts/slurm_cluster.sh), or the test is skipped
+    saying why; with SEGBENCH_REQUIRE_SLURM=1 (CI, which starts the cluster) it fails instead.
+
+    A cluster already running is used as it is; otherwise, as root, it is started from the
+    installed packages (installing them only when SEGBENCH_REQUIRE_SLURM=1).
+    """
+    script = repo_root / "scripts" / "slurm_cluster.sh"
+    required = os.environ.get("SEGBENCH_REQUIRE_SLURM") == "1"
+    status = subprocess.run(["bash", str(script), "status"], capture_output=True, timeout=60)
+    if status.returncode == 0:
+        return script
+    if os.geteuid() != 0:
+        reason = "no SLURM cluster running, and starting one needs root: bash " + str(script)
+    else:
+        env = dict(os.environ, **({} if required else {"SLURM_CLUSTER_NO_INSTALL": "1"}))
+        start = subprocess.run(
+            ["bash", str(script), "start"], capture_output=True, text=True, timeout=900, env=env
+        )
+        if start.returncode == 0:
+            return script
+        lines = (start.stderr or start.stdout).strip().splitlines() or ["no output"]
+        reason = f"scripts/slurm_cluster.sh start failed: {lines[-1]}"
+    if required:
+        pytest.fail(reason + " (SEGBENCH_REQUIRE_SLURM=1)")
+    pytest.skip(reason)

@@ -1,4 +1,5 @@
-"""tf.distribute: a real two-worker MultiWorkerMirroredStrategy run on localhost, and SLURM."""
+"""tf.distribute: a real two-worker MultiWorkerMirroredStrategy run on localhost, and the SLURM
+environment read by the resolver (jobs through a real scheduler: tests/test_slurm.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from training.distribute import DistributeInfo, make_cluster_resolver, resolve_mode
+from training.distribute import (
+    DistributeInfo,
+    make_cluster_resolver,
+    make_strategy,
+    resolve_mode,
+)
 
 # One training script for both sides of the comparison: run as two TF_CONFIG workers with a
 # per-replica batch of 2, and as one plain process with the same global batch of 4. The model has
@@ -227,74 +233,23 @@ def test_chief_is_worker_zero():
     assert not DistributeInfo("multiworker", 2, 1, 2).is_chief
 
 
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free (SLURM workers on one node take consecutive ports)."""
-    for _ in range(50):
-        base = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("localhost", base + 1))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no pair of free ports")
-
-
-@pytest.mark.slow
-def test_train_cli_two_slurm_tasks_on_localhost(tmp_path, repo_root, synthetic_root):
-    """train.py as two SLURM tasks of one node: only the chief prints and writes."""
-    out = tmp_path / "run"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CONFIG", "SLURM_"))}
-    base_env.update(
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="",
-        SEGBENCH_PORT_BASE=str(free_port_pair()),
-        SLURM_STEP_NUM_TASKS="2",
-        SLURM_STEP_NODELIST="localhost",
-        SLURM_STEP_TASKS_PER_NODE="2",
-        SLURM_GPUS_ON_NODE="0",
-    )
-    command = [
-        sys.executable,
-        str(repo_root / "train.py"),
-        "-m",
-        "fastscnn",
-        "-p",
-        str(synthetic_root),
-        "-t",
-        "64,128",
-        "-b",
-        "1",
-        "-e",
-        "1",
-        "--output-dir",
-        str(out),
-    ]
-    procs = [
-        subprocess.Popen(
-            command,
-            cwd=repo_root,
-            env=dict(base_env, SLURM_PROCID=str(i)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        results = [proc.communicate(timeout=240) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, (_, err) in zip(procs, results, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-    chief, other = results[0][0], results[1][0]
-    assert "multi-worker run: 2 workers from SLURM, 2 replicas" in chief
-    assert "global batch 2 (1 x 2 replicas), 2 steps/epoch" in chief
-    assert "epoch 1/1: loss" in chief and "mean IoU" in chief
-    assert other.strip() == ""
-    index = json.loads((out / "checkpoints.json").read_text())
-    assert index["epoch"] == 1 and (out / index["last"]).is_file()
-    assert len(list(out.glob("weights-*.weights.h5"))) == 1
-    assert not list(out.glob(".*"))  # no temporary files left behind
+def test_multiworker_refuses_one_task_and_a_taken_port(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    env = {"SLURM_PROCID": "0", "SLURM_STEP_NODELIST": "localhost",
+           "SLURM_STEP_TASKS_PER_NODE": "1", "SLURM_STEP_NUM_TASKS": "1"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="needs 2 or more workers, but SLURM names 1"):
+        make_strategy("multiworker")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("SEGBENCH_PORT_BASE", str(port))
+        with pytest.raises(
+            ValueError, match=f"port {port} of this worker .* is taken on this host"
+        ):
+            make_strategy("multiworker")

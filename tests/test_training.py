@@ -196,11 +196,16 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(synthetic_root, tmp_path, monk
 
 def last_weights(run: Path) -> dict[str, np.ndarray]:
     """Arrays of the last weights file of a run, by their path in the HDF5 file."""
+    index = json.loads((run / "checkpoints.json").read_text())
+    return weights_arrays(run / index["last"])
+
+
+def weights_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of a Keras weights file, by their path in the HDF5 file."""
     import h5py
 
-    index = json.loads((run / "checkpoints.json").read_text())
     arrays = {}
-    with h5py.File(run / index["last"], "r") as f:
+    with h5py.File(path, "r") as f:
         f.visititems(
             lambda name, obj: (
                 arrays.__setitem__(name, np.array(obj)) if isinstance(obj, h5py.Dataset) else None

@@ -345,8 +345,13 @@ class _Run:
 
 def _barrier(strategy: tf.distribute.Strategy) -> None:
     """Return when every replica of every worker has got here (an all-reduce of ones)."""
-    ones = strategy.run(lambda: tf.ones(()))
-    strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None).numpy()
+
+    @tf.function  # collectives run eagerly are slow (and TensorFlow warns about them)
+    def all_ones() -> tf.Tensor:
+        ones = strategy.run(lambda: tf.ones(()))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+    all_ones().numpy()
 
 
 def run_training(
