@@ -468,3 +468,30 @@ def test_check_cli_bad_input_exits_2_with_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: ") and sample.label.name in lines[0]
     ok = run_cli("-m", "datasets.cityscapes", "-p", str(synthetic_root), timeout=120)
     assert ok.returncode == 0 and "4 images read without error" in ok.stdout
+
+
+def test_class_sets_against_the_label_table() -> None:
+    from utils.labels import CLASS_SETS, get_class_set
+
+    cs19, categories, rail = (CLASS_SETS[n] for n in ("cityscapes19", "categories", "rail20"))
+    np.testing.assert_array_equal(cs19.from_label_ids, ID_TO_TRAIN_ID)
+    assert categories.names == (
+        "flat", "construction", "object", "nature", "sky", "human", "vehicle"
+    )  # fmt: skip
+    assert rail.num_classes == 20 and rail.names[19] == "rail track"
+    for label in labels:
+        if not 0 <= label.id < 256:
+            continue
+        scored = not label.ignoreInEval
+        expected_train = label.trainId if scored else 255
+        assert cs19.from_label_ids[label.id] == expected_train, label.name
+        expected_category = categories.names.index(label.category) if scored else 255
+        assert categories.from_label_ids[label.id] == expected_category, label.name
+        expected_rail = 19 if label.name == "rail track" else expected_train
+        assert rail.from_label_ids[label.id] == expected_rail, label.name
+    # back to label ids: a class's first label (the official evaluation reads label ids)
+    assert [id2label[i].name for i in cs19.to_label_ids] == list(cs19.names)
+    assert id2label[int(rail.to_label_ids[19])].name == "rail track"
+    assert [id2label[i].category for i in categories.to_label_ids] == list(categories.names)
+    with pytest.raises(ValueError, match="unknown class set 'coco'; choose one of cityscapes19"):
+        get_class_set("coco")

@@ -13,6 +13,8 @@ Every table is a read-only numpy array, so a caller cannot change it for the oth
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from cityscapesscripts.helpers.labels import category2labels, labels
 
@@ -94,3 +96,84 @@ LABELS = _LABELS
 def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
     """Map a train-id map (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
     return TRAIN_ID_TO_ID[np.asarray(train_ids, dtype=np.uint8)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Class sets: what a model predicts and an evaluation scores, as lookups from label ids
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSet:
+    """The classes of `--classes NAME` and how label ids map onto them.
+
+    `from_label_ids` (uint8[256]) maps a label id to a class index (255: not scored, as the
+    official evaluation leaves out its `ignoreInEval` labels); `to_label_ids` maps a class index
+    back to a label id (for prediction files in the official format).
+    """
+
+    name: str
+    names: tuple[str, ...]
+    from_label_ids: np.ndarray
+    to_label_ids: np.ndarray
+    description: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+def _class_set(name: str, names: tuple[str, ...], index_of, description: str) -> ClassSet:
+    """A ClassSet whose label `label` goes to class `index_of(label)` (None: not scored)."""
+    lut = np.full(256, IGNORE, dtype=np.uint8)
+    back = np.zeros(len(names), dtype=np.uint8)
+    filled = np.zeros(len(names), dtype=bool)
+    for label in _LABELS:  # cityscapesscripts' order: the first label of a class maps back
+        index = index_of(label)
+        if index is None:
+            continue
+        lut[label.id] = index
+        if not filled[index]:
+            back[index], filled[index] = label.id, True
+    return ClassSet(name, names, _frozen(lut), _frozen(back), description)
+
+
+_SCORED_CATEGORIES = tuple(
+    c for c in CATEGORIES if any(not label.ignoreInEval for label in category2labels[c])
+)
+RAIL_TRACK = "rail track"
+
+#: --classes: cityscapes19 (the benchmark's 19 classes), categories (the 7 categories of the
+#: official category scores), rail20 (the 19 classes and rail track, label id 10, which the
+#: 19-class benchmark does not score: the class railway users need).
+CLASS_SETS: dict[str, ClassSet] = {
+    "cityscapes19": _class_set(
+        "cityscapes19",
+        CLASS_NAMES,
+        lambda label: label.trainId if 0 <= label.trainId < NUM_CLASSES else None,
+        "the 19 classes of the Cityscapes benchmark (train ids)",
+    ),
+    "categories": _class_set(
+        "categories",
+        _SCORED_CATEGORIES,
+        lambda label: None if label.ignoreInEval else _SCORED_CATEGORIES.index(label.category),
+        "the 7 categories (flat, construction, object, nature, sky, human, vehicle)",
+    ),
+    "rail20": _class_set(
+        "rail20",
+        (*CLASS_NAMES, RAIL_TRACK),
+        lambda label: (
+            NUM_CLASSES
+            if label.name == RAIL_TRACK
+            else (label.trainId if 0 <= label.trainId < NUM_CLASSES else None)
+        ),
+        "the 19 classes and rail track (label id 10)",
+    ),
+}
+
+
+def get_class_set(name: str) -> ClassSet:
+    """The ClassSet of `--classes name`; ValueError listing the names otherwise."""
+    if name not in CLASS_SETS:
+        raise ValueError(f"unknown class set {name!r}; choose one of {', '.join(CLASS_SETS)}")
+    return CLASS_SETS[name]
