@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trt",
         action="store_true",
-        help="build a TensorRT engine with trtexec (with --fp16 when asked) and "
-        "time it; without trtexec, print the command to run on the device",
+        help="build a TensorRT engine with TensorRT's Python API (TensorRT 10: --fp16 sets its "
+        "FP16 flag; 11: --fp16 exports float16, the engine takes the file's types), check it "
+        "against onnxruntime and time it as trtexec does; trtexec too where it is installed; "
+        "without TensorRT, print what to run on the device",
     )
     return parser
 
@@ -178,21 +180,69 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_engine(onnx_path: Path, fp16: bool) -> int:
-    """Build and time a TensorRT engine with trtexec, or print how to do it on the device."""
+    """Build, check and time a TensorRT engine with TensorRT's Python API (trtexec as a
+    cross-check where it exists), or print how to do it on the device."""
     # after parsing: keeps --help and usage errors instant
+    import numpy as np
+
     from deploy import tensorrt
+    from deploy.checks import sample_images
+    from deploy.graph import summarize_onnx
+    from inference.onnx_backend import onnx_session, run_onnx
 
     trtexec = tensorrt.find_trtexec()
-    if trtexec is None:
-        command = tensorrt.trtexec_command(onnx_path, fp16=fp16)
-        print(
-            "trtexec not found on this machine (not on PATH, nor /usr/src/tensorrt/bin). "
-            "On the Jetson or GPU node, copy the file there and run:"
-        )
-        print("  " + " ".join(command))
-        print("(on a Jetson trtexec is /usr/src/tensorrt/bin/trtexec; see docs/jetson.md)")
-        return 0
-    command = tensorrt.trtexec_command(onnx_path, fp16=fp16, trtexec=trtexec)
+    try:
+        tensorrt.import_tensorrt()
+    except ValueError as exc:
+        if trtexec is None:
+            print(f"no TensorRT here: {exc}. On the Jetson or GPU node, copy {onnx_path} there")
+            print("and run: python convert_to_onnx.py ... --trt, or with trtexec (JetPack):")
+            print("  " + " ".join(tensorrt.trtexec_command(onnx_path, fp16=fp16)))
+            print("(on a Jetson trtexec is /usr/src/tensorrt/bin/trtexec; see docs/jetson.md)")
+            return 0
+        return _trtexec_timing(tensorrt, onnx_path, fp16, trtexec)
+    build = tensorrt.build_engine(onnx_path, fp16=fp16)
+    print(
+        f"TensorRT {build.tensorrt_version} engine {build.path} ({build.precision}, {build.how}): "
+        f"{build.size_bytes / 2**20:.1f} MiB, built in {build.build_seconds:.0f} s"
+    )
+    runner = tensorrt.EngineRunner(build.path, batch=1)
+    meta = summarize_onnx(onnx_path).metadata
+    size = tuple(int(v) for v in meta["input_size"].split(","))
+    nchw = meta.get("layout", "NHWC") == "NCHW"
+    images = sample_images(1, size)
+    reference = run_onnx(onnx_session(onnx_path, ["CPUExecutionProvider"]), images)
+    feed = np.ascontiguousarray(images.transpose(0, 3, 1, 2) if nchw else images)
+    got = runner.infer(feed.astype(runner.host[runner.inputs[0]].dtype))[runner.outputs[0]]
+    if nchw and got.ndim == 4:
+        got = got.transpose(0, 2, 3, 1)
+    difference, agreement = tensorrt.compare_outputs(reference, got)
+    print(
+        f"TensorRT against onnxruntime (CPU) on one image: max |difference| {difference:.3g}, "
+        f"argmax agreement {100 * agreement:.3f}%"
+    )
+    timing = runner.time()
+    compute, latency = timing.compute_ms, timing.latency_ms
+    print(
+        f"TensorRT timing, {timing.runs} runs after 200 ms of warm-up: GPU compute median "
+        f"{compute['median']:.3f} ms (p90 {compute['p90']:.3f}, p99 {compute['p99']:.3f}); "
+        f"latency with copies median {latency['median']:.3f} ms (in {timing.copy_in_ms:.3f}, "
+        f"out {timing.copy_out_ms:.3f}); {timing.images_per_s:.1f} images/s"
+    )
+    status = 0 if agreement >= 0.995 else 1
+    if status:
+        print(f"error: the engine agrees with onnxruntime on {100 * agreement:.2f}% of pixels "
+              "only (99.5% needed)", file=sys.stderr)  # fmt: skip
+    if trtexec is not None:
+        status = max(status, _trtexec_timing(tensorrt, onnx_path, fp16, trtexec))
+    return status
+
+
+def _trtexec_timing(tensorrt, onnx_path: Path, fp16: bool, trtexec: str) -> int:
+    """Build and time the engine with trtexec (the cross-check); its exit status."""
+    command = tensorrt.trtexec_command(
+        onnx_path, onnx_path.with_suffix(".trtexec.engine"), fp16=fp16, trtexec=trtexec
+    )
     print("running: " + " ".join(command), flush=True)
     timing = tensorrt.run_trtexec(command)
     if timing.returncode != 0:
@@ -200,10 +250,7 @@ def build_engine(onnx_path: Path, fp16: bool) -> int:
         print(f"error: trtexec failed with status {timing.returncode}", file=sys.stderr)
         return 1
     stats = ", ".join(f"{k} {v:.3f} ms" for k, v in timing.latency_ms.items())
-    print(
-        f"TensorRT engine {onnx_path.with_suffix('.engine')}: GPU compute {stats}; "
-        f"throughput {timing.throughput_qps} inferences/s"
-    )
+    print(f"trtexec: GPU compute {stats}; throughput {timing.throughput_qps} inferences/s")
     return 0
 
 

@@ -1,6 +1,16 @@
-"""TensorRT: find trtexec, the command that builds and times an engine, and its parsed timing.
+"""TensorRT: build an engine from an exported file with TensorRT's Python API, run and time it
+the way trtexec does, check it against onnxruntime; and trtexec itself as a cross-check.
 
-The benchmark times engines its own way (bench/); these serve convert_to_onnx.py --trt.
+The Python API comes from NVIDIA's PyPI wheels (`tensorrt-cu12`, in requirements-gpu.txt), which
+ship no trtexec; device buffers, copies and CUDA events come from CuPy. TensorRT 10 takes a
+float32 file and `BuilderFlag.FP16` for a float16 engine; TensorRT 11 removed that flag (every
+network is strongly typed: the precision is the file's), so a float16 engine there needs the
+float16 export (`convert_to_onnx.py --fp16`). `build_engine` picks by the installed version.
+
+Timing (`EngineRunner.time`) follows trtexec's defaults: 200 ms of warm-up, then at least 10
+runs and at least 3 s; each run copies the input to the GPU, executes, copies the output back,
+with CUDA events around each part, so the GPU compute time is reported apart from the
+host-device copies (median, p90, p99, like trtexec's "GPU Compute Time" and "Latency").
 """
 
 from __future__ import annotations
@@ -10,10 +20,20 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from deploy.graph import summarize_onnx
+from utils.io import atomic_path
+
+#: What to install for the Python builder and runner.
+INSTALL_HINT = "pip install -r requirements-gpu.txt (TensorRT's Python wheels and CuPy)"
+#: trtexec's timing defaults: warm-up, minimum runs, minimum measured time.
+WARMUP_S, MIN_RUNS, MIN_SECONDS = 0.2, 10, 3.0
 
 #: Where JetPack and NVIDIA's TensorRT containers put trtexec when it is not on PATH.
 _TRTEXEC_FALLBACKS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
@@ -100,3 +120,255 @@ def run_trtexec(command: Sequence[str], timeout_s: float = 3600) -> TrtTiming:
         latency_ms=latency,
         output_tail=text[-3000:],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API: build, run, time
+# ---------------------------------------------------------------------------------------------
+
+
+def import_tensorrt() -> Any:
+    """The `tensorrt` module; ValueError saying what to install when it is missing."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise ValueError(
+            f"TensorRT's Python package is not installed ({exc}); {INSTALL_HINT}"
+        ) from None
+    return tensorrt
+
+
+def tensorrt_major(trt: Any) -> int:
+    """The major version of the installed TensorRT (10, 11, ...)."""
+    return int(str(trt.__version__).split(".")[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineBuild:
+    """An engine written by `build_engine`."""
+
+    path: Path
+    tensorrt_version: str
+    precision: str  # float32 or float16
+    how: str  # "BuilderFlag.FP16 on a float32 file", "strongly typed (the file's types)", ...
+    build_seconds: float
+    size_bytes: int
+
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike | None = None,
+    fp16: bool = False,
+    workspace_gib: float = 4.0,
+    max_batch: int = 8,
+) -> EngineBuild:
+    """Build and save a TensorRT engine for an exported file (the engine is written atomically).
+
+    Args:
+        onnx_path: a file written by deploy.export (its metadata names its precision).
+        engine_path: default: beside the .onnx, suffix .engine.
+        fp16: a float16 engine: TensorRT 10 gets BuilderFlag.FP16 on a float32 file; TensorRT 11
+            needs a float16 file (ValueError otherwise, naming the export that makes one).
+        workspace_gib: the builder's workspace memory pool.
+        max_batch: largest batch of the profile of a dynamic-batch file (optimum 1).
+    """
+    trt = import_tensorrt()
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
+    summary = summarize_onnx(onnx_path)
+    file_precision = summary.metadata.get("precision", "float32")
+    major = tensorrt_major(trt)
+    if major >= 11:
+        if fp16 and file_precision != "float16":
+            raise ValueError(
+                f"TensorRT {trt.__version__} builds strongly typed networks (the precision is the "
+                f"file's) and {onnx_path} is {file_precision}; export with --fp16 for a float16 "
+                "engine"
+            )
+        precision, how = file_precision, "strongly typed (the file's types)"
+    elif file_precision == "float16":
+        precision, how = "float16", "the float16 file's types"
+    else:
+        precision = "float16" if fp16 else "float32"
+        how = "BuilderFlag.FP16 on a float32 file" if fp16 else "float32"
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch: the only mode of TensorRT 10+
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        problems = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(
+            f"TensorRT {trt.__version__}'s ONNX parser rejects {onnx_path}: {problems}"
+        )
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if major < 11 and fp16 and file_precision != "float16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    name, _, shape = summary.inputs[0]
+    if shape and not isinstance(shape[0], int):
+        rest = tuple(int(d) for d in shape[1:])
+        profile = builder.create_optimization_profile()
+        profile.set_shape(name, (1, *rest), (1, *rest), (max_batch, *rest))
+        config.add_optimization_profile(profile)
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if serialized is None:
+        raise RuntimeError(
+            f"TensorRT {trt.__version__} could not build {onnx_path} (its log above)"
+        )
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    return EngineBuild(
+        engine_path, str(trt.__version__), precision, how, seconds, engine_path.stat().st_size
+    )
+
+
+def measure(
+    run_once: Callable[[], tuple[float, float, float]],
+    warmup_s: float = WARMUP_S,
+    min_runs: int = MIN_RUNS,
+    min_seconds: float = MIN_SECONDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[tuple[float, float, float]]:
+    """trtexec's rule: call `run_once` for `warmup_s` seconds untimed, then until at least
+    `min_runs` runs and `min_seconds` seconds; its (copy in, compute, copy out) milliseconds."""
+    start = clock()
+    while clock() - start < warmup_s:
+        run_once()
+    samples = []
+    start = clock()
+    while len(samples) < min_runs or clock() - start < min_seconds:
+        samples.append(run_once())
+    return samples
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineTiming:
+    """Milliseconds per run: GPU compute apart from the copies, and their sum (the latency)."""
+
+    runs: int
+    batch: int
+    compute_ms: dict[str, float]  # median, p90, p99, mean, min, max
+    latency_ms: dict[str, float]  # copy in + compute + copy out
+    copy_in_ms: float  # medians
+    copy_out_ms: float
+
+    @property
+    def images_per_s(self) -> float:
+        """From the median latency (copies included), as one stream of batches would run."""
+        return 1000.0 * self.batch / self.latency_ms["median"]
+
+
+def summarize_runs(samples: Sequence[tuple[float, float, float]], batch: int = 1) -> EngineTiming:
+    """EngineTiming of `measure`'s samples."""
+    if not samples:
+        raise ValueError("no timed runs to summarize")
+    parts = np.asarray(samples, np.float64)
+
+    def stats(values: np.ndarray) -> dict[str, float]:
+        return {
+            "median": float(np.median(values)),
+            "p90": float(np.percentile(values, 90)),
+            "p99": float(np.percentile(values, 99)),
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+
+    return EngineTiming(
+        len(parts),
+        batch,
+        stats(parts[:, 1]),
+        stats(parts.sum(axis=1)),
+        float(np.median(parts[:, 0])),
+        float(np.median(parts[:, 2])),
+    )
+
+
+class EngineRunner:
+    """A deserialized engine with device and pinned host buffers for one batch size (CuPy)."""
+
+    def __init__(self, engine_path: str | os.PathLike, batch: int = 1) -> None:
+        trt = import_tensorrt()
+        try:
+            import cupy
+            import cupyx
+        except ImportError as exc:
+            raise ValueError(f"CuPy is not installed ({exc}); {INSTALL_HINT}") from None
+        self._cupy = cupy
+        self.batch = batch
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(logger)
+        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if self.engine is None:
+            raise ValueError(f"{engine_path} is not an engine of TensorRT {trt.__version__}")
+        self.context = self.engine.create_execution_context()
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        for name in self.inputs:
+            shape = [batch if d == -1 else d for d in self.engine.get_tensor_shape(name)]
+            self.context.set_input_shape(name, shape)
+        self.host, self.device = {}, {}
+        for name in names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.host[name] = cupyx.empty_pinned(shape, dtype)
+            self.device[name] = cupy.empty(shape, dtype)
+            self.context.set_tensor_address(name, self.device[name].data.ptr)
+
+    def _run(self, timed: bool) -> tuple[float, float, float]:
+        cupy, stream = self._cupy, self.stream
+        events = [cupy.cuda.Event() for _ in range(4)] if timed else None
+        with stream:
+            if timed:
+                events[0].record(stream)
+            for name in self.inputs:
+                self.device[name].set(self.host[name], stream=stream)
+            if timed:
+                events[1].record(stream)
+            if not self.context.execute_async_v3(stream.ptr):
+                raise RuntimeError("TensorRT's execute_async_v3 failed (its log above)")
+            if timed:
+                events[2].record(stream)
+            for name in self.outputs:
+                self.device[name].get(stream=stream, out=self.host[name], blocking=False)
+            if timed:
+                events[3].record(stream)
+        stream.synchronize()
+        if not timed:
+            return (0.0, 0.0, 0.0)
+        return tuple(
+            cupy.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:], strict=False)
+        )
+
+    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs for a batch of `self.batch` images (the input's dtype and layout)."""
+        name = self.inputs[0]
+        if images.shape != self.host[name].shape:
+            raise ValueError(f"the engine takes {self.host[name].shape}, got {images.shape}")
+        self.host[name][...] = images
+        self._run(timed=False)
+        return {n: np.array(self.host[n]) for n in self.outputs}
+
+    def time(
+        self, warmup_s: float = WARMUP_S, min_runs: int = MIN_RUNS, min_seconds: float = MIN_SECONDS
+    ) -> EngineTiming:
+        """trtexec's timing (see `measure`) on the images last given to `infer`."""
+        samples = measure(lambda: self._run(timed=True), warmup_s, min_runs, min_seconds)
+        return summarize_runs(samples, self.batch)
+
+
+def compare_outputs(reference: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(max |difference|, argmax agreement over the last axis) of two logits arrays; for label
+    maps (integer dtype, no class axis) the difference is NaN and the agreement per pixel."""
+    reference, got = np.asarray(reference), np.asarray(got)
+    if reference.shape != got.shape:
+        raise ValueError(f"outputs differ in shape: {reference.shape} and {got.shape}")
+    if np.issubdtype(reference.dtype, np.integer):
+        return float("nan"), float(np.mean(reference == got))
+    difference = float(np.max(np.abs(reference.astype(np.float64) - got.astype(np.float64))))
+    agreement = float(np.mean(reference.argmax(-1) == got.argmax(-1)))
+    return difference, agreement
