@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(parser, OPTIMIZERS)
     _add_optimizer_args(parser, OPTIMIZERS)
     _add_loss_and_output_args(parser)
+
+    from models import MODELS
+    from training.trainer import LOSSES
+
+    ohem_models = ", ".join(sorted(n for n, info in MODELS.items() if info.recipe.loss == "ohem"))
+    group = parser.add_argument_group("loss")
+    group.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=None,
+        help="loss of the main output: ce (cross-entropy) or ohem (online hard example mining: "
+        "the mean cross-entropy of the pixels predicted below --ohem-thresh, at least the "
+        f"--ohem-min-kept hardest); auxiliary heads keep their own losses (default: the "
+        f"recipe's: ohem for {ohem_models}; ce for the others)",
+    )
+    group.add_argument(
+        "--ohem-thresh",
+        type=_float,
+        default=None,
+        help="--loss ohem: keep the pixels whose predicted probability of their true class is "
+        "below this, in (0, 1] (default: 0.9, the PIDNet and DDRNet papers')",
+    )
+    group.add_argument(
+        "--ohem-min-kept",
+        type=positive_int,
+        default=None,
+        help="--loss ohem: keep at least this many pixels of each replica's batch, the hardest "
+        "(default: 131072, the references' per-GPU value for 6 crops of 1024x1024, about 2%% of "
+        "their pixels; it does not scale with -t or -b: scale it with the pixels per replica "
+        "to keep that share; each replica mines its own batch, as the references do per GPU)",
+    )
     return parser
 
 
@@ -342,6 +374,15 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
     recipe = get_info(args.model).recipe
     _check_rates(args)
+    loss = args.loss or recipe.loss
+    ohem = {"ohem_thresh": args.ohem_thresh, "ohem_min_kept": args.ohem_min_kept}
+    ohem = {key: value for key, value in ohem.items() if value is not None}
+    if ohem and loss != "ohem":
+        option = "--" + next(iter(ohem)).replace("_", "-")
+        raise ValueError(
+            f"{option} applies to --loss ohem only, and the loss of this run is {loss!r}; "
+            "add --loss ohem or drop it"
+        )
     return TrainConfig(
         model=args.model,
         input_size=tuple(args.target_size) if args.target_size else tuple(recipe.crop_size),
@@ -375,6 +416,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         sync_bn=args.sync_bn,
         precise_bn=args.precise_bn,
         log_every=args.log_every,
+        loss=loss,
+        **ohem,
     )
 
 
@@ -406,6 +449,15 @@ def _run_finder(
             f"{' (sweep stopped: the loss diverged)' if result.diverged else ''}"
         )
         print(f"wrote {paths[0]}, {paths[1]} and {paths[2]}")
+
+
+def _peer_failure_reason(exc: Exception) -> str:
+    """The line of a collective's error that says what happened to the peer."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"abort|unavailable|peer|reset|down|timed? ?out|deadline", line, re.I):
+            return line[:300]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 @guard
@@ -454,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         if dist.num_workers < 2:
             raise
         # a peer died: TensorFlow's health check aborts the collectives within about a minute
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        reason = _peer_failure_reason(exc)
         print(
             f"error: worker {dist.worker_index} of {dist.num_workers}: another worker of the run "
             f"stopped ({reason}); training stopped; the checkpoints in {config.output_dir} are "

@@ -9,6 +9,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import keras
 
+#: Losses of the main output a recipe (and train.py --loss) can name.
+LOSSES = ("ce", "ohem")
+#: Losses of an auxiliary output (ModelInfo.aux_losses): "ce", cross-entropy over the classes
+#: against the label map (num_classes channels); "boundary", PIDNet's class-balanced binary
+#: cross-entropy of one channel of boundary logits against the label map's boundaries.
+AUX_LOSSES = ("ce", "boundary")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -23,6 +30,13 @@ class Recipe:
     epochs: int = 200
     schedule: str = "polynomial"
     power: float = 0.9
+    #: Loss of the main output (train.py --loss): "ce" (cross-entropy) or "ohem" (online hard
+    #: example mining cross-entropy, training.trainer).
+    loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"recipe loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +91,12 @@ class ModelInfo:
     batch_norm: BatchNorm
     #: Loss weights of the auxiliary heads built with aux=True, in output order after the main.
     aux_weights: tuple[float, ...] = ()
+    #: Loss of each auxiliary output, in the order of aux_weights, from AUX_LOSSES; empty:
+    #: "ce" for every one. A "boundary" output has one channel, a "ce" one num_classes.
+    aux_losses: tuple[str, ...] = ()
+    #: Add the boundary-awareness loss (PIDNet's BAS loss, weight 1): the main output's loss on
+    #: the pixels where the sigmoid of the "boundary" output exceeds 0.8. Needs such an output.
+    boundary_awareness: bool = False
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     #: Option names the builder accepts besides input_shape, num_classes, aux and weights.
     options: tuple[str, ...] = ()
@@ -84,6 +104,30 @@ class ModelInfo:
     backbone_prefixes: tuple[str, ...] = ()
     #: The builder option that selects a variant (e.g. "backbone"), or "" for none.
     variant_option: str = ""
+
+    def __post_init__(self) -> None:
+        if self.aux_losses:
+            if len(self.aux_losses) != len(self.aux_weights):
+                raise ValueError(
+                    f"{self.name}: aux_losses needs one kind per aux weight "
+                    f"({len(self.aux_weights)}), got {self.aux_losses!r}"
+                )
+            unknown = [kind for kind in self.aux_losses if kind not in AUX_LOSSES]
+            if unknown:
+                raise ValueError(
+                    f"{self.name}: aux loss must be one of {', '.join(AUX_LOSSES)}; "
+                    f"got {unknown[0]!r}"
+                )
+        if self.boundary_awareness and "boundary" not in self.aux_loss_kinds:
+            raise ValueError(
+                f"{self.name}: boundary_awareness needs an auxiliary output with the "
+                f"'boundary' loss; aux_losses is {self.aux_loss_kinds!r}"
+            )
+
+    @property
+    def aux_loss_kinds(self) -> tuple[str, ...]:
+        """The loss of each auxiliary output (aux_losses, or "ce" for each when it is empty)."""
+        return self.aux_losses or ("ce",) * len(self.aux_weights)
 
     @property
     def default_variant(self) -> str:

@@ -14,10 +14,12 @@ from utils.cli import parse_target_size
 #: The names of `models.MODELS`, for argparse choices without importing Keras.
 MODEL_NAMES = (
     "bayes_segnet",
+    "ddrnet",
     "deeplabv3+",
     "fastfcn",
     "fastscnn",
     "hrnet_ocr",
+    "pidnet",
     "separable_unet",
     "unet",
 )
@@ -26,7 +28,7 @@ MODEL_NAMES = (
 def add_model_args(
     parser: argparse.ArgumentParser, required: bool = True, target_size_help: str | None = None
 ) -> None:
-    """-m/--model, --backbone, --output-stride, --head, -t/--target-size: what build_model needs.
+    """-m/--model, --backbone, --variant, --output-stride, --head, -t/--target-size: build_model's.
 
     `target_size_help` replaces the help of -t for a script whose default size is its own.
     """
@@ -40,6 +42,12 @@ def add_model_args(
         help="backbone for models that have a choice: deeplabv3+ "
         "{mobilenetv2, xception}, fastfcn {resnet50, resnet101}, "
         "hrnet_ocr {w48, w18} (default: the model's own)",
+    )
+    group.add_argument(
+        "--variant",
+        default=None,
+        help="variant for models that have several: pidnet {s, m, l}, "
+        "ddrnet {23-slim, 23} (default: the model's own, pidnet s and ddrnet 23-slim)",
     )
     group.add_argument(
         "--output-stride",
@@ -69,6 +77,7 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The build_model keyword options given on the command line (None ones are left out)."""
     options = {
         "backbone": getattr(args, "backbone", None),
+        "variant": getattr(args, "variant", None),
         "output_stride": getattr(args, "output_stride", None),
         "head": getattr(args, "head", None),
     }

@@ -10,7 +10,17 @@ from typing import Any
 
 import keras
 
-from models import bayes_segnet, deeplabv3plus, fastfcn, fastscnn, hrnet_ocr, separable_unet, unet
+from models import (
+    bayes_segnet,
+    ddrnet,
+    deeplabv3plus,
+    fastfcn,
+    fastscnn,
+    hrnet_ocr,
+    pidnet,
+    separable_unet,
+    unet,
+)
 from models.info import ModelInfo
 from models.loading import all_layers
 
@@ -24,6 +34,8 @@ MODELS: dict[str, ModelInfo] = {
         fastscnn.INFO,
         fastfcn.INFO,
         hrnet_ocr.INFO,
+        pidnet.INFO,
+        ddrnet.INFO,
     )
 }
 

@@ -138,8 +138,11 @@ def test_aux_outputs(name: str) -> None:
         assert isinstance(outputs, list)
     outputs = as_list(outputs)
     assert len(outputs) == 1 + len(info.aux_weights)
-    for output in outputs:
-        assert tuple(output.shape) == (*images.shape[:3], NUM_CLASSES)
+    assert len(info.aux_loss_kinds) == len(info.aux_weights)
+    # A "boundary" output is one channel of boundary logits; the others are class logits.
+    for output, kind in zip(outputs, ("ce", *info.aux_loss_kinds), strict=True):
+        channels = 1 if kind == "boundary" else NUM_CLASSES
+        assert tuple(output.shape) == (*images.shape[:3], channels), kind
         assert output.dtype == tf.float32
         assert np.all(np.isfinite(output.numpy()))
 

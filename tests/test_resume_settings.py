@@ -76,6 +76,19 @@ DIFFERENCES = [
     ("bn_momentum", {}, {"bn_momentum": 0.9}, "--bn-momentum (default) -> 0.9"),
     ("freeze_backbone", {}, {"freeze_backbone": True}, "--freeze-backbone off -> on"),
     ("seed", {}, {"seed": 1}, "--seed 0 -> 1"),
+    ("loss", {}, {"loss": "ohem"}, "--loss ce -> ohem"),
+    (
+        "ohem_thresh",
+        {"loss": "ohem"},
+        {"loss": "ohem", "ohem_thresh": 0.7},
+        "--ohem-thresh 0.9 -> 0.7",
+    ),
+    (
+        "ohem_min_kept",
+        {"loss": "ohem"},
+        {"loss": "ohem", "ohem_min_kept": 4096},
+        "--ohem-min-kept 131072 -> 4096",
+    ),
 ]
 
 

@@ -98,6 +98,9 @@ RUN_SETTINGS: dict[str, str] = {
     "bn_momentum": "--bn-momentum",
     "freeze_backbone": "--freeze-backbone",
     "seed": "--seed",
+    "loss": "--loss",
+    "ohem_thresh": "--ohem-thresh",
+    "ohem_min_kept": "--ohem-min-kept",
 }
 
 #: Settings that only some schedules or optimizers read: compared when one of the two runs uses it.

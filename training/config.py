@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from models import get_info
+from models.info import LOSSES
 from models.layers import check_input_size
 
 
@@ -61,6 +62,13 @@ class TrainConfig:
     #: In a job log (standard output not a terminal), a progress line every this many steps
     #: besides the one per epoch (0: per epoch only).
     log_every: int = 0
+    #: Loss of the main output: "ce" or "ohem" (train.py --loss; default: the recipe's).
+    loss: str = "ce"
+    #: OHEM: keep the pixels whose predicted probability of their true class is below this...
+    ohem_thresh: float = 0.9
+    #: ... and at least this many of each replica's pixels (the hardest; the references'
+    #: 131072 is per GPU, for 6 crops of 1024x1024: about 2% of them).
+    ohem_min_kept: int = 131072
 
     def __post_init__(self) -> None:
         self.input_size = tuple(self.input_size)
@@ -78,3 +86,11 @@ class TrainConfig:
             raise ValueError(f"--log-every takes a number of steps >= 0, got {self.log_every!r}")
         if self.precise_bn < 0:
             raise ValueError(f"--precise-bn takes a number of images >= 0, got {self.precise_bn!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 < self.ohem_thresh <= 1.0:
+            raise ValueError(f"--ohem-thresh must be in (0, 1], got {self.ohem_thresh!r}")
+        if isinstance(self.ohem_min_kept, bool) or not isinstance(self.ohem_min_kept, int):
+            raise ValueError(f"--ohem-min-kept must be a whole number, got {self.ohem_min_kept!r}")
+        if self.ohem_min_kept < 1:
+            raise ValueError(f"--ohem-min-kept must be >= 1, got {self.ohem_min_kept!r}")

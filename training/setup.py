@@ -19,7 +19,7 @@ from datasets.pipeline import build_dataset
 from models import build_model, get_info
 from models.loading import all_layers
 from training.config import TrainConfig
-from training.trainer import Trainer, apply_precision, freeze_backbone, make_optimizer
+from training.trainer import Trainer, apply_precision, freeze_backbone, loss_options, make_optimizer
 
 __all__ = ["TrainingSetup", "build_setup", "build_training_model", "input_fn"]
 
@@ -143,6 +143,7 @@ def build_setup(
         config.class_weights,
         config.weight_decay,
         config.xla,
+        **loss_options(config),
     )
     return TrainingSetup(model, inference, opt, trainer, policy, aux_weights)
 

@@ -1,0 +1,402 @@
+"""The losses PIDNet and the real-time papers train with (training.trainer).
+
+OHEM on hand-made probabilities; the boundary map of a two-region label and of ignored pixels
+(against the PIDNet reference's cv2.Canny ground truth); the boundary and boundary-awareness
+losses on tiny hand-computed cases; their normalisation under two replicas against one process;
+a few PIDNet training steps; and the --loss options of train.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+import train
+from training.config import TrainConfig
+from training.trainer import (
+    Trainer,
+    boundary_map,
+    loss_options,
+    make_optimizer,
+    ohem_cross_entropy,
+)
+
+IGNORE = 255
+
+
+def two_class_logits(probabilities) -> np.ndarray:
+    """Logits (..., 2) whose softmax gives class 0 the probabilities `probabilities`."""
+    p = np.asarray(probabilities, np.float64)
+    return np.stack([np.log(p), np.log1p(-p)], axis=-1).astype(np.float32)
+
+
+def loss_trainer(num_classes: int = 2, **losses) -> Trainer:
+    """A Trainer over a tiny [main, p_aux, boundary] model (only its loss settings matter)."""
+    inputs = keras.Input((4, 6, 3))
+    outputs = [
+        keras.layers.Conv2D(num_classes, 1, name="main")(inputs),
+        keras.layers.Conv2D(num_classes, 1, name="p_aux")(inputs),
+        keras.layers.Conv2D(1, 1, name="boundary")(inputs),
+    ]
+    model = keras.Model(inputs, outputs)
+    options = {"aux_losses": ("ce", "boundary"), "boundary_awareness": True, **losses}
+    return Trainer(
+        model,
+        make_optimizer("sgd", 0.1),
+        tf.distribute.get_strategy(),
+        num_classes,
+        aux_weights=(0.4, 20.0),
+        **options,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# OHEM
+# ----------------------------------------------------------------------------------------------
+
+#: Probability of the true class (0) per pixel; the last pixel is unlabelled.
+PROBABILITIES = [0.95, 0.5, 0.99, 0.2, 0.85, 0.92, 0.6, 0.1]
+LABELS = [0, 0, 0, 0, 0, 0, 0, IGNORE]
+
+
+def ohem(min_kept: int, thresh: float = 0.9) -> tuple[float, float]:
+    """(kept sum, kept count) of OHEM over PROBABILITIES."""
+    labels = tf.constant([LABELS], tf.int32)
+    valid = labels != IGNORE
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(valid, labels, 0), logits=two_class_logits([PROBABILITIES])
+    )
+    total, count = ohem_cross_entropy(ce, valid, tf.cast(valid, tf.float32), thresh, min_kept)
+    return float(total), float(count)
+
+
+def ce_of(*probabilities: float) -> float:
+    return -sum(math.log(p) for p in probabilities)
+
+
+def test_ohem_keeps_exactly_the_pixels_predicted_below_the_threshold():
+    # 4 labelled pixels are below 0.9 and min_kept is 2: those 4, not the unlabelled 0.1.
+    total, count = ohem(min_kept=2)
+    assert count == 4
+    assert total == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6), rel=1e-5)
+
+
+def test_ohem_keeps_min_kept_hardest_when_fewer_are_below_the_threshold():
+    # Sorted labelled probabilities: 0.2 0.5 0.6 0.85 0.92 0.95 0.99; index 5 is 0.95.
+    total, count = ohem(min_kept=5)
+    assert count == 5
+    assert total == pytest.approx(ce_of(0.2, 0.5, 0.6, 0.85, 0.92), rel=1e-5)
+    # A threshold of 0.3 alone keeps only 0.2; min_kept 3 adds the next two hardest.
+    total, count = ohem(min_kept=3, thresh=0.3)
+    assert count == 3 and total == pytest.approx(ce_of(0.2, 0.5, 0.6), rel=1e-5)
+    # More than the labelled pixels: the reference's index n - 1 keeps all but the easiest.
+    total, count = ohem(min_kept=131072)
+    assert count == 6 and total == pytest.approx(ce_of(0.95, 0.5, 0.2, 0.85, 0.92, 0.6), rel=1e-5)
+
+
+def test_ohem_is_the_main_loss_and_aux_heads_keep_cross_entropy():
+    trainer = loss_trainer(loss="ohem", ohem_thresh=0.9, ohem_min_kept=2, boundary_awareness=False)
+    logits = two_class_logits(np.reshape(PROBABILITIES, (1, 2, 4)))
+    labels = tf.constant(np.reshape(LABELS, (1, 2, 4)), tf.uint8)
+    terms = trainer.loss_terms([logits, logits, np.zeros((1, 2, 4, 1), np.float32)], labels)
+    assert float(terms["main"]) == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
+    # The cross-entropy head keeps plain cross-entropy over the 7 labelled pixels.
+    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(*PROBABILITIES[:7]) / 7, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The boundary map
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_boundaries(label: np.ndarray) -> np.ndarray:
+    """The PIDNet authors' ground truth (datasets/base_dataset.py): Canny edges of the label
+    map dilated by a 4x4 kernel (without its clearing of the image border)."""
+    edge = cv2.Canny(label, 0.1, 0.2)
+    return (cv2.dilate(edge, np.ones((4, 4), np.uint8), iterations=1) > 50).astype(np.float32)
+
+
+def brute_force_boundaries(label: np.ndarray, radius: int = 2) -> np.ndarray:
+    """1 where another value lies within `radius` pixels (Chebyshev), inside the image."""
+    height, width = label.shape
+    out = np.zeros(label.shape, np.float32)
+    for y in range(height):
+        for x in range(width):
+            window = label[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
+            out[y, x] = float(np.any(window != label[y, x]))
+    return out
+
+
+def test_boundary_map_of_a_two_region_label():
+    label = np.zeros((8, 12), np.uint8)
+    label[:, 6:] = 13  # the change is between columns 5 and 6
+    edges = boundary_map(tf.constant(label[None]))[0].numpy()
+    expected = np.zeros_like(edges)
+    expected[:, 4:8] = 1.0  # a 4-pixel band centred on the change, on every row
+    np.testing.assert_array_equal(edges, expected)
+    # The reference's band is as wide (its one-pixel Canny edge sits on one side).
+    reference = reference_boundaries(label)
+    assert reference[:, :].sum(axis=1).tolist() == [4.0] * 8
+    assert edges.sum(axis=1).tolist() == reference.sum(axis=1).tolist()
+    # A horizontal change, and the image border is no boundary.
+    flat = boundary_map(tf.constant(np.zeros((1, 5, 5), np.uint8)))
+    assert float(tf.reduce_sum(flat)) == 0.0
+    np.testing.assert_array_equal(boundary_map(tf.constant(label.T[None]))[0].numpy(), expected.T)
+
+
+def test_ignored_pixels_are_one_more_value_as_in_the_reference():
+    label = np.full((12, 12), 7, np.uint8)
+    label[3:9, 3:9] = IGNORE
+    label[10:, :2] = 2
+    edges = boundary_map(tf.constant(label[None]))[0].numpy()
+    np.testing.assert_array_equal(edges, brute_force_boundaries(label))
+    assert edges[3, 3] == 1 and edges[1, 5] == 1  # both sides of class | ignore
+    assert edges[5, 5] == 0 and edges[6, 6] == 0  # the inside of the ignored block
+    assert edges[0, 0] == 0
+    # Canny on the label map, as the reference does, also finds the border of the ignored
+    # block on each of its four sides (its bands are shifted by a pixel here and there).
+    reference = reference_boundaries(label)
+    for side in (reference[0:6, 5], reference[6:12, 5], reference[5, 0:6], reference[5, 6:12]):
+        assert side.sum() >= 4
+    for side in (edges[0:6, 5], edges[6:12, 5], edges[5, 0:6], edges[5, 6:12]):
+        assert side.sum() == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# The boundary loss and the boundary-awareness loss
+# ----------------------------------------------------------------------------------------------
+
+#: Two rows of a change between columns 2 and 3: boundary columns 1-4, 8 of 12 pixels.
+TWO_REGIONS = np.array([[[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 1]]], np.uint8)
+#: The same with one ignored pixel.
+WITH_IGNORED = np.array([[[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, IGNORE]]], np.uint8)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_boundary_loss_on_a_hand_computed_case():
+    trainer = loss_trainer(boundary_awareness=False)
+    edges = boundary_map(tf.constant(TWO_REGIONS))[0].numpy()
+    assert edges.tolist() == [[0, 1, 1, 1, 1, 0]] * 2
+    x, y = 1.5, -0.5  # boundary logits on boundary pixels and on the others
+    boundary_logits = np.where(edges == 1, x, y).astype(np.float32)[None, ..., None]
+    zeros = np.zeros((1, 2, 6, 2), np.float32)
+    terms = trainer.loss_terms([zeros, zeros, boundary_logits], tf.constant(TWO_REGIONS))
+    # 8 boundary pixels of 12: boundary pixels weigh the other share, 4/12, the others 8/12;
+    # BCE with logits is softplus(-x) on boundaries and softplus(y) off them; mean over all 12.
+    expected = (8 * (4 / 12) * softplus(-x) + 4 * (8 / 12) * softplus(y)) / 12
+    assert float(terms["boundary"]) == pytest.approx(20.0 * expected, rel=1e-5)
+    # An ignored pixel is one more value and still counts (as in the reference): (1, 5) and
+    # its neighbour (0, 5) become boundary pixels, 10 of 12.
+    edges = boundary_map(tf.constant(WITH_IGNORED))[0].numpy()
+    assert edges.tolist() == [[0, 1, 1, 1, 1, 1]] * 2
+    boundary_logits = np.where(edges == 1, x, y).astype(np.float32)[None, ..., None]
+    terms = trainer.loss_terms([zeros, zeros, boundary_logits], tf.constant(WITH_IGNORED))
+    expected = (10 * (2 / 12) * softplus(-x) + 2 * (10 / 12) * softplus(y)) / 12
+    assert float(terms["boundary"]) == pytest.approx(20.0 * expected, rel=1e-5)
+
+
+def test_boundary_awareness_loss_on_a_hand_computed_case():
+    trainer = loss_trainer()
+    probabilities = np.array([[[0.9, 0.3, 0.6, 0.2, 0.7, 0.5], [0.8, 0.4, 0.1, 0.35, 0.45, 0.5]]])
+    # P(class 0) as above: the true class 1 pixels (columns 3-5) get 1 - p.
+    main = tf.constant(two_class_logits(probabilities))
+    # sigmoid(2) = 0.88 > 0.8 selects; sigmoid(1) = 0.73 does not. The ignored pixel (1, 5)
+    # is selected but unlabelled.
+    d = np.array([[[2, 1, 2, 2, 1, 1], [1, 2, 1, 1, 2, 2]]], np.float32)[..., None]
+    boundary = tf.constant(d)
+    with tf.GradientTape() as tape:
+        tape.watch(boundary)
+        terms = trainer.loss_terms([main, main, boundary], tf.constant(WITH_IGNORED))
+        bas = terms["bas"]
+    selected = [0.9, 0.6, 1 - 0.2, 0.4, 1 - 0.45]  # (0, 0) (0, 2) (0, 3) (1, 1) (1, 4)
+    assert float(bas) == pytest.approx(ce_of(*selected) / 5, rel=1e-5)
+    # No gradient reaches the boundary head through the selection.
+    gradient = tape.gradient(bas, boundary)
+    assert gradient is None or float(tf.reduce_sum(tf.abs(gradient))) == 0.0
+    # Nothing above 0.8: the term is 0, not NaN.
+    quiet = trainer.loss_terms([main, main, tf.zeros_like(boundary)], tf.constant(WITH_IGNORED))
+    assert float(quiet["bas"]) == 0.0
+
+
+def test_loss_settings_are_checked():
+    with pytest.raises(ValueError, match="boundary awareness needs a 'boundary'"):
+        loss_trainer(aux_losses=("ce", "ce"))
+    with pytest.raises(ValueError, match="loss must be one of ce, ohem, got 'focal'"):
+        loss_trainer(loss="focal")
+    with pytest.raises(ValueError, match="output 2 .* has 1 channels, but its 'ce' loss needs 2"):
+        loss_trainer(aux_losses=("ce", "ce"), boundary_awareness=False)
+    with pytest.raises(ValueError, match="OHEM threshold must be in"):
+        loss_trainer(ohem_thresh=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Several replicas: the global terms match one process; OHEM and BAS are the replicas' mean
+# ----------------------------------------------------------------------------------------------
+
+REPLICAS = textwrap.dedent("""
+    import json
+    import sys
+
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    from training.trainer import Trainer, make_optimizer
+
+    rng = np.random.default_rng(0)
+    LABELS = rng.integers(0, 3, (4, 8, 12)).astype(np.uint8)
+    LABELS[:, :, :5] = 1
+    LABELS[0, :, 9:] = 255  # the halves differ in labelled and boundary pixels
+    OUTPUTS = [
+        rng.normal(0, 2, (4, 8, 12, 3)).astype(np.float32),
+        rng.normal(0, 2, (4, 8, 12, 3)).astype(np.float32),
+        rng.normal(1, 2, (4, 8, 12, 1)).astype(np.float32),
+    ]
+
+    def terms(strategy, loss, outputs, labels):
+        with strategy.scope():
+            inputs = keras.Input((8, 12, 3))
+            heads = [keras.layers.Conv2D(c, 1)(inputs) for c in (3, 3, 1)]
+            trainer = Trainer(
+                keras.Model(inputs, heads), make_optimizer("sgd", 0.1), strategy, 3,
+                (0.4, 20.0), loss=loss, ohem_min_kept=20, aux_losses=("ce", "boundary"),
+                boundary_awareness=True,
+            )
+        if strategy.num_replicas_in_sync == 1:
+            result = trainer.loss_terms([tf.constant(o) for o in outputs], tf.constant(labels))
+            return {k: float(v) for k, v in result.items()}
+
+        def share(context):
+            part = slice(2 * context.replica_id_in_sync_group, None)
+            part = slice(part.start, part.start + 2)
+            return [tf.constant(o[part]) for o in outputs], tf.constant(labels[part])
+
+        values = strategy.experimental_distribute_values_from_function(share)
+        result = strategy.run(lambda args: trainer.loss_terms(*args), args=(values,))
+        return {k: float(strategy.reduce("SUM", v, axis=None)) for k, v in result.items()}
+
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    one = tf.distribute.get_strategy()
+    out = {}
+    for loss in ("ce", "ohem"):
+        out[loss] = {
+            "two": terms(two, loss, OUTPUTS, LABELS),
+            "one": terms(one, loss, OUTPUTS, LABELS),
+            "halves": [
+                terms(one, loss, [o[h] for o in OUTPUTS], LABELS[h])
+                for h in (slice(0, 2), slice(2, 4))
+            ],
+        }
+    print(json.dumps(out))
+""")
+
+
+def test_two_replicas_normalise_as_one_process(tmp_path, repo_root):
+    script = tmp_path / "replicas.py"
+    script.write_text(REPLICAS)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(repo_root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for loss in ("ce", "ohem"):
+        two, one, halves = out[loss]["two"], out[loss]["one"], out[loss]["halves"]
+        # Cross-entropy heads and the boundary loss: global counts, exactly one process.
+        for key in ("aux", "boundary") + (("main",) if loss == "ce" else ()):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), (loss, key)
+        # OHEM and BAS: each replica's own mean, averaged over the replicas.
+        for key in ("bas",) + (("main",) if loss == "ohem" else ()):
+            mean = (halves[0][key] + halves[1][key]) / 2
+            assert two[key] == pytest.approx(mean, rel=1e-5), (loss, key)
+    assert out["ce"]["two"]["bas"] != pytest.approx(out["ce"]["one"]["bas"], rel=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# PIDNet trains with its losses
+# ----------------------------------------------------------------------------------------------
+
+
+def test_pidnet_training_steps_lower_the_loss():
+    options = loss_options(config_of("-m", "pidnet", "-t", "64,64", "-b", "2"))
+    assert options["loss"] == "ohem" == models.get_info("pidnet").recipe.loss
+    assert options["aux_losses"] == ("ce", "boundary") and options["boundary_awareness"]
+    keras.utils.set_random_seed(0)
+    model = models.build_model("pidnet", (64, 64, 3), aux=True)
+    trainer = Trainer(
+        model,
+        make_optimizer("adam", 1e-3),
+        tf.distribute.get_strategy(),
+        19,
+        models.get_info("pidnet").aux_weights,
+        **options,
+    )
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[:, :, 32:] = 11
+    labels[:, 20:24] = IGNORE
+    rng = np.random.default_rng(0)
+    images = (labels[..., None] % 64) * 3.0 + rng.uniform(0, 60, (2, 64, 64, 3))
+    batch = (tf.constant(images, tf.float32), tf.constant(labels))
+    losses = [trainer.train_step(batch) for _ in range(4)]
+    assert all(math.isfinite(v["loss"]) for v in losses)
+    assert losses[0]["aux_loss"] > 0  # P head, boundary and BAS terms
+    assert losses[-1]["loss"] < losses[0]["loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py --loss, --ohem-thresh, --ohem-min-kept
+# ----------------------------------------------------------------------------------------------
+
+
+def config_of(*args: str) -> TrainConfig:
+    return train.build_config(train.build_parser().parse_args(list(args)))
+
+
+def test_train_options_and_recipe_defaults():
+    assert config_of("-m", "pidnet").loss == "ohem"
+    assert config_of("-m", "ddrnet").loss == "ohem"
+    assert config_of("-m", "fastscnn").loss == "ce"
+    assert config_of("-m", "pidnet", "--loss", "ce").loss == "ce"
+    config = config_of("-m", "fastscnn", "--loss", "ohem", "--ohem-thresh", "0.7")
+    assert (config.loss, config.ohem_thresh, config.ohem_min_kept) == ("ohem", 0.7, 131072)
+    assert config_of("-m", "ddrnet", "--ohem-min-kept", "4096").ohem_min_kept == 4096
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ohem-thresh", "0.7"], "error: --ohem-thresh applies to --loss ohem only"),
+        (["--loss", "ohem", "--ohem-thresh", "1.5"], "error: --ohem-thresh must be in (0, 1]"),
+        (["--loss", "ohem", "--ohem-min-kept", "0"], "--ohem-min-kept"),
+        (["--loss", "focal"], "--loss"),
+    ],
+)
+def test_bad_loss_options_exit_2_with_one_line(args, message, capsys):
+    try:
+        code = train.main(["-m", "fastscnn", "--synthetic", *args])
+    except SystemExit as exc:
+        code = exc.code
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], errors
