@@ -66,10 +66,10 @@ def _float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The train.py argument parser."""
-    quiet_tensorflow()
-    # After quiet_tensorflow: training and models import TensorFlow and Keras.
+    # light modules only: --help and usage errors need no TensorFlow
+    from models.info import LOSSES
     from models.options import add_model_args
-    from training.trainer import OPTIMIZERS
+    from training.options import OPTIMIZERS
 
     parser = make_parser(__doc__)
 
@@ -79,10 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimizer_args(parser, OPTIMIZERS)
     _add_loss_and_output_args(parser)
 
-    from models import MODELS
-    from training.trainer import LOSSES
-
-    ohem_models = ", ".join(sorted(n for n, info in MODELS.items() if info.recipe.loss == "ohem"))
     group = parser.add_argument_group("loss")
     group.add_argument(
         "--loss",
@@ -90,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="loss of the main output: ce (cross-entropy) or ohem (online hard example mining: "
         "the mean cross-entropy of the pixels predicted below --ohem-thresh, at least the "
-        f"--ohem-min-kept hardest); auxiliary heads keep their own losses (default: the "
-        f"recipe's: ohem for {ohem_models}; ce for the others)",
+        "--ohem-min-kept hardest); auxiliary heads keep their own losses (default: the "
+        "model's recipe: --show-recipe prints it)",
     )
     group.add_argument(
         "--ohem-thresh",
@@ -141,6 +137,12 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
         help="mixed_float16 on GPU (with loss scaling), mixed_bfloat16 on CPU",
     )
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    parser.add_argument(
+        "--show-recipe",
+        action="store_true",
+        help="print the settings of -m MODEL's recipe (optimizer, rates, crop, batch, epochs, "
+        "loss, batch norm) that the options left unset take, and exit",
+    )
     parser.add_argument(
         "--sync-bn",
         action="store_true",
@@ -460,10 +462,45 @@ def _peer_failure_reason(exc: Exception) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
+def _show_recipe(args: argparse.Namespace) -> None:
+    """Print the settings `-m MODEL` trains with when no option overrides them."""
+    from models import get_info
+    from models.options import model_options
+
+    info = get_info(args.model)
+    recipe, bn = info.recipe, info.batch_norm
+    published = info.published_for(model_options(args))
+    rows = [
+        ("optimizer", recipe.optimizer),
+        ("learning rate", f"{recipe.learning_rate:g} per replica's batch (--lr-scaling linear)"),
+        ("momentum", f"{recipe.momentum:g}"),
+        ("weight decay", f"{recipe.weight_decay:g}"),
+        ("schedule", f"{recipe.schedule} (power {recipe.power:g})"),
+        ("crop", f"{recipe.crop_size[0]},{recipe.crop_size[1]} (-t)"),
+        ("batch", f"{recipe.batch_size} per replica (-b)"),
+        ("epochs", f"{recipe.epochs} (-e)"),
+        (
+            "loss",
+            recipe.loss
+            + (f"; aux heads {', '.join(info.aux_loss_kinds)}" if info.aux_weights else ""),
+        ),
+        ("aux weights", ", ".join(f"{w:g}" for w in info.aux_weights) or "none"),
+        ("batch norm", f"momentum {bn.momentum:g}, epsilon {bn.epsilon:g} ({bn.source})"),
+        ("published", published.source),
+    ]
+    print(f"{args.model} recipe (the defaults of train.py -m {args.model}):")
+    for key, value in rows:
+        print(f"  {key:<14} {value}")
+
+
 @guard
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, build the config, then train (or run the learning-rate finder)."""
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()  # before the first TensorFlow import (the models' registry)
+    if args.show_recipe:
+        _show_recipe(args)
+        return 0
     config = build_config(args)
     root = dataset_root(args)
 

@@ -545,3 +545,23 @@ def test_output_dir_of_another_model(tmp_path, capsys, synthetic_root):
     )
     assert code == 2 and "holds a run of model 'fastscnn'" in error_lines(err)[0]
     assert json.loads((out / "checkpoints.json").read_text()) == index
+
+
+def test_help_without_tensorflow_and_show_recipe(run_cli):
+    """--help needs no TensorFlow (instant); --show-recipe prints the model's defaults."""
+    probe = (
+        "import sys, runpy; sys.argv = ['train.py', '--help']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stdout[-500:]
+    assert "--show-recipe" in out.stdout
+    proc = run_cli("train.py", "-m", "pidnet", "--show-recipe", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "  optimizer      sgd\n" in proc.stdout and "  epochs         484 (-e)\n" in proc.stdout
+    assert proc.stdout.count("crop           1024,1024 (-t)") == 1
+    assert "loss           ohem; aux heads ce, boundary" in proc.stdout

@@ -26,9 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from datasets.cityscapes import find_samples
+from training.options import MOMENTUM_OPTIMIZERS
 from training.schedules import ExponentialSweep
 from training.setup import build_setup, input_fn
-from training.trainer import MOMENTUM_OPTIMIZERS
 from utils.io import atomic_path, check_writable_dir, write_json, write_text
 
 __all__ = ["FinderResult", "find_lr", "run_lr_finder", "save_finder_results", "suggest_range"]

@@ -60,6 +60,7 @@ import tensorflow as tf
 from models import get_info
 from models.info import AUX_LOSSES, LOSSES
 from models.loading import all_layers
+from training.options import MOMENTUM_OPTIMIZERS, OPTIMIZERS
 
 __all__ = [
     "AUX_LOSSES",
@@ -79,20 +80,6 @@ __all__ = [
     "ohem_cross_entropy",
 ]
 
-#: Optimizer names accepted by --optimizer and -f (the seed's list).
-OPTIMIZERS = (
-    "adadelta",
-    "adagrad",
-    "adam",
-    "adamax",
-    "ftrl",
-    "nadam",
-    "rmsprop",
-    "sgd",
-    "sgd_nesterov",
-)
-#: Optimizers that take a momentum (--momentum applies to them only).
-MOMENTUM_OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop")
 #: The boundary-awareness loss takes the pixels where sigmoid(boundary logits) exceeds this
 #: (PIDNet's t, utils/utils.py FullModel).
 BAS_THRESHOLD = 0.8
