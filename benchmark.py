@@ -2,7 +2,9 @@
 
 With no subcommand, times inference of every registered model on generated input (no data set
 needed) through the chosen backends, within a total time budget, and writes
-results/benchmark.{md,csv,json,png}. Subcommands give the other figures:
+runs/benchmark/benchmark.{md,csv,json,png} (--output-dir DIR writes elsewhere; the committed
+results/ is regenerated only with --output-dir results, see results/README.md). Subcommands give
+the other figures, into the same folder:
 
   models   parameters and compute (GMACs / GFLOPs) beside the published figures (bench.models)
   train    training images/s (bench.train.measure_train_throughput)
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.inference import REFERENCE_SIZE, InferenceConfig
+from bench.inference import DEFAULT_OUTPUT_DIR, REFERENCE_SIZE, InferenceConfig
 from bench.jobs import BACKENDS
 from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S
 from datasets.options import add_dataset_args
@@ -42,6 +44,17 @@ from utils.cli import (
 from utils.io import check_writable_dir
 
 # --------------------------------------------------------------------------- argument parsing
+
+
+def add_output_dir(parser: argparse.ArgumentParser, files: str) -> None:
+    """A subcommand's --output-dir; not given, the top-level one (default DEFAULT_OUTPUT_DIR)
+    stays, so `benchmark.py --output-dir D models` and `benchmark.py models --output-dir D` agree."""
+    parser.add_argument(
+        "--output-dir",
+        default=argparse.SUPPRESS,
+        help=f"folder for {files} (default: {DEFAULT_OUTPUT_DIR}; --output-dir results "
+        "regenerates the committed ones)",
+    )
 
 
 def parse_model_spec(text: str) -> tuple[str, dict[str, Any]]:
@@ -206,7 +219,7 @@ def _add_models_command(sub: Any) -> None:
         help="models (NAME or NAME:key=value,...); None: every registered "
         "model and its backbone variants",
     )
-    models.add_argument("--output-dir", default="results", help="folder for models.{md,csv,json}")
+    add_output_dir(models, "models.{md,csv,json}")
 
 
 def _add_train_command(sub: Any) -> None:
@@ -239,9 +252,7 @@ def _add_train_command(sub: Any) -> None:
         action="store_true",
         help="mixed_float16 on a GPU (mixed_bfloat16 on a CPU)",
     )
-    train.add_argument(
-        "--output-dir", default="results", help="folder for benchmark_train.{md,csv,json}"
-    )
+    add_output_dir(train, "benchmark_train.{md,csv,json}")
 
 
 def _add_data_command(sub: Any) -> None:
@@ -276,7 +287,7 @@ def _add_data_command(sub: Any) -> None:
         default=5,
         help="measure ceilings and pipeline in turn this many times; report the fastest of each",
     )
-    data.add_argument("--output-dir", default="results", help="folder for benchmark_data.{md,json}")
+    add_output_dir(data, "benchmark_data.{md,json}")
 
 
 def _add_fit_command(sub: Any) -> None:
@@ -313,9 +324,7 @@ def _add_fit_command(sub: Any) -> None:
     )  # fmt: skip
     fit.add_argument("--split", default="val", choices=["train", "val"], help="split scored")
     fit.add_argument("--seed", type=int, default=0, help="seed of weights and augmentation")
-    fit.add_argument(
-        "--output-dir", default="results", help="folder for benchmark_fit.{md,csv,json}"
-    )
+    add_output_dir(fit, "benchmark_fit.{md,csv,json}")
 
 
 def _add_eval_command(sub: Any) -> None:
@@ -360,15 +369,18 @@ def _add_eval_command(sub: Any) -> None:
         action="store_true",
         help="skip the official cityscapesscripts run (about 0.3 s per image)",
     )
-    ev.add_argument(
-        "--output-dir", default="results", help="folder for benchmark_eval.{md,csv,json}"
-    )
+    add_output_dir(ev, "benchmark_eval.{md,csv,json}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark.py parser: inference options at the top level, then the subcommands."""
     parser = make_parser(__doc__)
-    parser.add_argument("--output-dir", default="results", help="folder for the result files")
+    parser.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        help="folder for the result files of every command (results/ holds the committed "
+        "ones: pass --output-dir results only to regenerate them)",
+    )
     add_timing_args(parser)
     sub = parser.add_subparsers(
         dest="command",
@@ -525,7 +537,7 @@ def fit(args: argparse.Namespace, argv: list[str] | None) -> None:
 
     from bench.runs import run_fit
     from datasets.options import dataset_root
-    from training.trainer import OPTIMIZERS
+    from training.options import OPTIMIZERS
 
     if args.optimizer not in OPTIMIZERS:
         raise ValueError(
@@ -596,7 +608,16 @@ COMMANDS = {
 }
 
 
-@guard
+#: What Ctrl-C leaves: every command writes its files only when it completes (the inference
+#: benchmark's exports live in a temporary folder); a generated --synthetic tree is cached.
+INTERRUPT_HINT = (
+    "no result file was written (each command writes its files when it completes; a generated "
+    "--synthetic tree is cached and reused): rerun the command to measure again; fewer --models "
+    "or a smaller --budget make a shorter run"
+)
+
+
+@guard(on_interrupt=INTERRUPT_HINT)
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen benchmark."""
     args = build_parser().parse_args(argv)

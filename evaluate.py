@@ -1,8 +1,9 @@
 """Evaluate Cityscapes predictions with the official pixel-level metrics (IoU, iIoU), fast.
 
 Scores a folder of prediction PNGs (label ids, or train ids with --train-ids) against gtFine of a
-split, or runs a model over the split first (-m MODEL -w WEIGHTS). Scoring PNGs needs only
-gtFine/ under the root, as the official script does; -m needs leftImg8bit/ too. The numbers are
+split, or runs a model over the split first (-m MODEL -w WEIGHTS, or --onnx FILE, whose metadata
+names the model). Scoring PNGs needs only gtFine/ under the root, as the official script does;
+running a model needs leftImg8bit/ too. The numbers are
 those of cityscapesscripts' evalPixelLevelSemanticLabeling (same result keys, equal to 1e-9),
 computed with parallel decoding and one histogram per image instead of Python loops.
 
@@ -10,8 +11,9 @@ Writes under -r: resultPixelLevelSemanticLabeling.json (the official keys), eval
 and category tables, IoU and nIoU) and confusion_matrix.png.
 
 Examples:
-  python evaluate.py --predictions my_preds/ -p $CITYSCAPES_DATASET --split val -r results/eval
-  python evaluate.py -m fastscnn -w fastscnn.weights.h5 --synthetic -r results/eval_fastscnn
+  python evaluate.py --predictions my_preds/ -p $CITYSCAPES_DATASET --split val -r runs/eval
+  python evaluate.py -m fastscnn -w fastscnn.weights.h5 --synthetic -r runs/eval_fastscnn
+  python evaluate.py --onnx fastscnn.onnx --synthetic
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from utils.cli import fail, guard, make_parser, positive_int, quiet_tensorflow
 def build_parser() -> argparse.ArgumentParser:
     """The command line (no TensorFlow is imported to build it)."""
     parser = make_parser(__doc__)
-    source = parser.add_argument_group("what to evaluate (--predictions, or -m with -w/--onnx)")
+    source = parser.add_argument_group(
+        "what to evaluate (--predictions, -m with -w, or --onnx with -m read from its metadata)"
+    )
     source.add_argument(
         "--predictions",
         default=None,
@@ -66,14 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--onnx",
         default=None,
-        help="run this exported ONNX file through onnxruntime instead of Keras",
+        help="run this exported ONNX file through onnxruntime instead of Keras; without -m, "
+        "the model and input size are read from the file's metadata (convert_to_onnx.py writes "
+        "them)",
     )
     run.add_argument("--batch", type=positive_int, default=1, help="images per model call")
     out = parser.add_argument_group("output")
     out.add_argument(
         "-r",
         "--results-path",
-        default="results/evaluation",
+        default="runs/evaluation",
         help="folder for the JSON, markdown tables and confusion-matrix plot",
     )
     out.add_argument(
@@ -115,7 +121,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
 
     quiet_tensorflow()
     if args.weights is None and args.onnx is None:
-        raise ValueError("-m needs -w/--weights (trained weights) or --onnx FILE")
+        raise ValueError(f"-m {args.model} needs -w/--weights (trained weights) or --onnx FILE")
     gts = ground_truth_files(root, args.split)
     images = [image_path(gt) for gt in gts]
     for gt, image in zip(gts, images, strict=True):
@@ -128,6 +134,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
         options=model_options(args),
         onnx=args.onnx,
     )
+    args.model = segmenter.name  # with --onnx alone: the model its metadata names
     accumulator = PixelLevelAccumulator()
     bar = _progress_bar(len(gts), progress)
     try:
@@ -169,13 +176,23 @@ def evaluate_predictions(args: argparse.Namespace, root: str, progress: bool) ->
 
 def check_args(args: argparse.Namespace) -> None:
     """One source of predictions, and only the options that go with it."""
-    if (args.predictions is None) == (args.model is None):
-        fail("give either --predictions FOLDER (prediction PNGs) or -m MODEL -w WEIGHTS")
-    if args.model is None and (args.weights or args.onnx or args.target_size):
-        fail("-w/--onnx/-t go with -m MODEL; with --predictions the PNGs are scored as they are")
+    runs_model = args.model is not None or args.onnx is not None
+    if (args.predictions is None) == (not runs_model):
+        fail(
+            "give either --predictions FOLDER (prediction PNGs), -m MODEL -w WEIGHTS (a Keras "
+            "model) or --onnx FILE (an exported model; -m is read from its metadata)"
+        )
+    if args.predictions is not None and (args.weights or args.target_size):
+        fail(
+            "-w/-t go with -m MODEL or --onnx FILE; with --predictions the PNGs are scored as they are"
+        )
+    if args.model is None and args.weights:
+        fail("-w/--weights needs -m MODEL (the weights hold no model name); or give --onnx FILE")
 
 
-@guard
+@guard(
+    on_interrupt="nothing was written (the results are written once scoring ends); rerun to score again"
+)
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point."""
     args = build_parser().parse_args(argv)
@@ -195,14 +212,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start = time.perf_counter()
     out = check_writable_dir(args.results_path)
-    if args.model is not None:
+    runs_model = args.predictions is None  # -m and/or --onnx (check_args)
+    if runs_model:
         quiet_tensorflow()  # before anything imports it: an error stays the only line on stderr
-        why = "-m runs the model on its images; --predictions needs only gtFine/"
+        why = "-m/--onnx runs the model on its images; --predictions needs only gtFine/"
         root = dataset_root(args, why=why)
     else:
         root = dataset_root(args, require=("gtFine",))  # as the official script: gtFine only
     progress = not args.no_progress
-    if args.model is not None:
+    if runs_model:
         result = evaluate_model(args, root, progress)
         source = f"model {args.model}" + (
             f" ({args.onnx})" if args.onnx else f" with weights {args.weights}"

@@ -13,7 +13,7 @@ Writes under -r, for each photo NAME (CITY_SEQ_FRAME for Cityscapes files, else 
 
 Examples:
   python predict.py -m fastscnn -w fastscnn.weights.h5 -p $CITYSCAPES_DATASET --split val
-  python predict.py -m fastscnn --onnx fastscnn.onnx --input "photos/*.jpg" -r results/mine
+  python predict.py -m fastscnn --onnx fastscnn.onnx --input "photos/*.jpg" -r runs/mine
   python predict.py -m bayes_segnet -w bayes.weights.h5 --mc-samples 50 --input photos/
 """
 
@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--input",
         default=None,
-        help="a folder (searched recursively) or a glob of photos of any kind and "
-        "size, instead of a Cityscapes split",
+        help="a folder (searched recursively) or a glob of photos of any size "
+        "(.png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, any case; other files are passed "
+        "over and counted), instead of a Cityscapes split",
     )
     data.add_argument(
         "--limit", type=positive_int, default=None, help="segment only the first N photos (sorted)"
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-r",
         "--results-path",
-        default="results/predictions",
+        default="runs/predictions",
         help="folder for the outputs (subfolders per kind)",
     )
     run.add_argument(
@@ -97,7 +98,10 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-@guard
+@guard(
+    on_interrupt="the outputs of the photos finished so far are complete; a rerun segments "
+    "every photo again"
+)
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line entry point."""
     args = build_parser().parse_args(argv)
@@ -118,8 +122,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     from utils.progress import progress_bar
 
     out = check_writable_dir(args.results_path)
+    skipped_before = 0  # unreadable images found while listing --input
     if args.input:
-        items = photos.input_items(args.input, args.skip_bad, warn=_warn)
+        found = photos.input_items(args.input, args.skip_bad, warn=_warn)
+        if found.passed_over:
+            count = len(found.passed_over)
+            print(
+                f"note: passed over {count} file{'' if count == 1 else 's'} in --input that "
+                f"{'is' if count == 1 else 'are'} not an image (not "
+                f"{'/'.join(photos.IMAGE_EXTENSIONS)}), e.g. {str(found.passed_over[0])!r}",
+                file=sys.stderr,
+            )
+        items, skipped_before = found.items, len(found.skipped)
     else:
         items = photos.dataset_items(dataset_root(args), args.split, coarse=args.coarse)
     if args.limit:
@@ -147,12 +161,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     except BadFileError as exc:  # the outputs of the photos before it are complete
         raise (exc if args.skip_bad else skip_bad_hint(exc)) from None
+    skipped = skipped_before + tally.skipped
     if tally.done == 0:
-        fail(f"no image could be read ({tally.skipped} skipped); nothing was written")
+        fail(f"no image could be read ({skipped} skipped); nothing was written")
     engine = "onnxruntime" if args.onnx else "Keras"
     size = segmenter.input_size
     print(
-        f"{tally.done} images segmented ({tally.skipped} skipped) with {args.model} ({engine}) "
+        f"{tally.done} images segmented ({skipped} skipped) with {args.model} ({engine}) "
         f"at {size[0]}x{size[1]}: {tally.done / tally.seconds:.2f} images/s overall, "
         f"{1000 * tally.model_seconds / tally.done:.1f} ms/image in the model; outputs in {out}"
     )

@@ -10,8 +10,9 @@ log.csv, TensorBoard logs (logs/) and val_scores.json. Rerunning the same comman
 continues from the last completed epoch; a command with other settings (batch, schedule, size,
 data, ...) is refused, naming them (--output-dir for a new run, -r FILE to continue anyway).
 SIGTERM (SLURM's preemption and time-limit signal, or kill -TERM) stops the run after its current
-step with the training state saved (preempted.state/), exit status 75; rerunning the same command
-continues from that step. In a terminal the epochs show Keras' progress bar; in a job log (output
+step with the training state saved (preempted.state/), exit status 75; so does a first Ctrl-C
+(exit status 130; a second one stops at once). Rerunning the same command continues from that
+step. In a terminal the epochs show Keras' progress bar; in a job log (output
 not a terminal), one plain line per epoch (and every --log-every N steps).
 
 Before each validation and checkpoint, precise batch norm (--precise-bn N) sets the batch-norm
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING
 from datasets.options import add_dataset_args, dataset_root
 from utils.cli import (
     guard,
+    interrupted,
     make_parser,
     non_negative_float,
     non_negative_int,
@@ -493,7 +496,10 @@ def _show_recipe(args: argparse.Namespace) -> None:
         print(f"  {key:<14} {value}")
 
 
-@guard
+@guard(
+    on_interrupt="rerun the same command to continue from the last checkpoint in its "
+    "--output-dir (default runs/MODEL); the epoch in progress starts again"
+)
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, build the config, then train (or run the learning-rate finder)."""
     args = build_parser().parse_args(argv)
@@ -528,14 +534,20 @@ def main(argv: list[str] | None = None) -> int:
 
     log = print if dist.is_chief else None
     try:
-        # a bad file: one line naming it (the checkpoints written so far stay); SIGTERM: the
-        # state of the current step is saved and the run stops (training.preemption)
-        with bad_file_errors(skip_bad_option=not args.skip_bad), StopRequest() as stop:
+        # a bad file: one line naming it (the checkpoints written so far stay); SIGTERM or a
+        # first Ctrl-C: the state of the current step is saved and the run stops
+        # (training.preemption); a second Ctrl-C stops at once (KeyboardInterrupt)
+        stop = StopRequest((signal.SIGTERM, signal.SIGINT))
+        with bad_file_errors(skip_bad_option=not args.skip_bad), stop:
             result = run_training(config, strategy, dist.worker_index, root, log=log, stop=stop)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Preempted as exc:
+        if exc.signal_name == "SIGINT":  # Ctrl-C: the step's state is saved as for SIGTERM
+            if dist.is_chief:
+                interrupted(str(exc))
+            return 130
         if dist.is_chief:
             print(f"preempted: {exc}", file=sys.stderr, flush=True)
         return PREEMPTED_EXIT_CODE

@@ -50,12 +50,17 @@ CONVENTIONS = (
 )
 
 
+#: Where benchmark.py writes unless --output-dir says otherwise: ignored by git, so a run never
+#: replaces the committed figures in results/ (regenerated only with --output-dir results).
+DEFAULT_OUTPUT_DIR = "runs/benchmark"
+
+
 @dataclasses.dataclass
 class InferenceConfig:
     """What the inference benchmark times, and how (benchmark.py's default command)."""
 
     #: Folder of the result files, and their file name stem.
-    output_dir: str | os.PathLike = "results"
+    output_dir: str | os.PathLike = DEFAULT_OUTPUT_DIR
     name: str = "benchmark"
     #: (name, options) per model; None: every registered model with its default options.
     models: list[tuple[str, dict[str, Any]]] | None = None

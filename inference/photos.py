@@ -72,6 +72,26 @@ def _ground_truth_beside(image: Path) -> Path | None:
     return None
 
 
+#: File extensions `--input` treats as photos (compared case-insensitively); other files in a
+#: folder or glob (notes, JSON, videos) are passed over and counted.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass
+class InputFiles:
+    """What `--input` matched: the photos to segment, the files passed over for their extension
+    (not an image's) and the image files skipped because no decoder recognises them."""
+
+    items: list[Item]
+    passed_over: list[Path] = dataclasses.field(default_factory=list)
+    skipped: list[Path] = dataclasses.field(default_factory=list)
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether `path` has an image's extension (IMAGE_EXTENSIONS, any case)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def _matching_files(spec: str) -> tuple[list[Path], str]:
     """(files, how to name `spec` in messages) of a folder (recursively), a file or a glob."""
     path = Path(spec)
@@ -84,24 +104,39 @@ def _matching_files(spec: str) -> tuple[list[Path], str]:
     return files, f"glob {spec!r}"
 
 
-def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = None) -> list[Item]:
-    """Files of a folder (recursively) or a glob; a file no decoder recognises is named and either
-    skipped (`skip_bad`, reported through `warn`) or reported as a ValueError."""
+def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = None) -> InputFiles:
+    """The photos of a folder (recursively), a file or a glob.
+
+    Files whose extension is not an image's (IMAGE_EXTENSIONS) are passed over and listed in
+    `passed_over`; a folder or glob with no image file at all is a ValueError naming it. An image
+    file no decoder recognises is named and either skipped (`skip_bad`: reported through `warn`
+    and listed in `skipped`) or reported as a ValueError.
+    """
     files, where = _matching_files(spec)
     if not files:
         raise ValueError(
             f"--input {where} matches no files; give a folder of photos or a glob "
             "such as 'photos/*.jpg'"
         )
-    items = []
+    images = [f for f in files if is_image_name(f)]
+    passed_over = [f for f in files if not is_image_name(f)]
+    if not images:
+        extensions = ", ".join(IMAGE_EXTENSIONS)
+        raise ValueError(
+            f"--input {where} holds no image file ({len(passed_over)} other file"
+            f"{'' if len(passed_over) == 1 else 's'}, e.g. {str(passed_over[0])!r}); "
+            f"give photos ending in {extensions}"
+        )
+    found = InputFiles(items=[], passed_over=passed_over)
     names: dict[str, Path] = {}
-    for file in files:
+    for file in images:
         if not cv2.haveImageReader(str(file)):
             message = f"--input file {str(file)!r} is not an image OpenCV can read"
             if not skip_bad:
                 raise ValueError(f"{message}; remove it or pass --skip-bad")
             if warn is not None:
                 warn(f"{message}; skipped")
+            found.skipped.append(file)
             continue
         name = output_name(file)
         if name in names:
@@ -110,10 +145,13 @@ def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = 
                 f"outputs of the same name {name!r}; rename one"
             )
         names[name] = file
-        items.append(Item(file, name, _ground_truth_beside(file)))
-    if not items:
-        raise ValueError(f"--input {where} holds no readable images")
-    return items
+        found.items.append(Item(file, name, _ground_truth_beside(file)))
+    if not found.items:
+        raise ValueError(
+            f"--input {where} holds no readable images ({len(found.skipped)} skipped); "
+            "check the files named above"
+        )
+    return found
 
 
 def dataset_items(root: str | Path, split: str, coarse: bool = False) -> list[Item]:

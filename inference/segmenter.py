@@ -8,6 +8,7 @@ bilinear when enlarging) and the class scores are resized back to the photo's ow
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from inference.onnx_backend import onnx_session, run_onnx
-from models import get_info
+from models import MODELS, get_info
 from models.bayes_segnet import mc_predict
 from models.trained import build_for_export
 from utils.labels import ID_TO_TRAIN_ID
@@ -49,12 +50,14 @@ class Segmenter:
     """A Keras model with trained weights, or an exported ONNX file, behind one `predict` call.
 
     Args:
-        name: model name (a key of models.MODELS).
+        name: model name (a key of models.MODELS); with `onnx`, None takes it from the file's
+            metadata (``model``, written by deploy.export), and a name given must agree with it.
         weights: trained weights (.weights.h5 / .keras) for the Keras model; None keeps the
             random initialisation (for tests and timing only).
         input_size: (H, W) the model runs at; default: the ONNX file's input size, else
             `default_input_size(name)`.
-        options: builder options (backbone, output_stride).
+        options: builder options (backbone, output_stride); with `onnx`, completed by the file's
+            ``options`` metadata (a JSON object) where it has one.
         onnx: an exported .onnx file to run through onnxruntime instead of Keras.
         mc_samples: Monte Carlo dropout samples (bayes_segnet): adds an uncertainty map.
         seed: seed of the Monte Carlo dropout masks.
@@ -62,7 +65,7 @@ class Segmenter:
 
     def __init__(
         self,
-        name: str,
+        name: str | None,
         weights: str | os.PathLike | None = None,
         input_size: Sequence[int] | None = None,
         options: dict[str, Any] | None = None,
@@ -70,8 +73,6 @@ class Segmenter:
         mc_samples: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.info = get_info(name)
-        self.name = name
         self.options = dict(options or {})
         self.mc_samples = mc_samples
         self.seed = seed
@@ -79,16 +80,28 @@ class Segmenter:
         self.model = None
         if mc_samples is not None and onnx is not None:
             raise ValueError("--mc-samples runs the Keras model; it cannot be combined with --onnx")
+        if onnx is not None:
+            self.session = onnx_session(onnx)
+            meta = self.session.get_modelmeta().custom_metadata_map
+            name = _model_from_metadata(onnx, meta, name)
+            for key, value in _options_from_metadata(onnx, meta).items():
+                self.options.setdefault(key, value)
+        elif name is None:
+            raise ValueError(
+                "a Keras model needs its name (-m MODEL); only an ONNX file names its own"
+            )
+        self.info = get_info(name)
+        self.name = name
         if mc_samples is not None and name != "bayes_segnet":
             raise ValueError(
                 f"--mc-samples is for bayes_segnet (Monte Carlo dropout); got model {name!r}"
             )
-        if onnx is not None:
-            self.session = onnx_session(onnx)
+        if self.session is not None:
             static = self.session.get_inputs()[0].shape
-            layout_nchw = self.session.get_modelmeta().custom_metadata_map.get("layout") == "NCHW"
+            layout_nchw = meta.get("layout") == "NCHW"
             dims = static[2:4] if layout_nchw else static[1:3]
             onnx_size = tuple(dims) if all(isinstance(d, int) for d in dims) else None
+            onnx_size = onnx_size or _size_from_metadata(meta)
             if input_size is not None and onnx_size is not None and tuple(input_size) != onnx_size:
                 raise ValueError(
                     f"ONNX file {str(onnx)!r} takes {onnx_size[0]}x{onnx_size[1]} "
@@ -134,3 +147,49 @@ class Segmenter:
                 unc = resize_map(np.asarray(uncertainty[i], np.float32), size)
             results.append(Prediction(train_ids, unc))
         return results
+
+
+def _model_from_metadata(onnx: str | os.PathLike, meta: dict[str, str], name: str | None) -> str:
+    """The model an ONNX file was exported from (its ``model`` metadata), checked against `name`."""
+    recorded = meta.get("model")
+    if recorded is not None and recorded not in MODELS:
+        recorded = None  # exported from a keras.Model of another name: only -m can say
+    if name is None:
+        if recorded is None:
+            raise ValueError(
+                f"ONNX file {str(onnx)!r} does not name a registered model in its metadata "
+                f"(got {meta.get('model')!r}); give -m MODEL, one of {', '.join(sorted(MODELS))}"
+            )
+        return recorded
+    if recorded is not None and recorded != name:
+        raise ValueError(
+            f"ONNX file {str(onnx)!r} was exported from model {recorded!r} (its metadata); "
+            f"got -m {name}: give -m {recorded} or leave -m out"
+        )
+    return name
+
+
+def _options_from_metadata(onnx: str | os.PathLike, meta: dict[str, str]) -> dict[str, Any]:
+    """The builder options recorded in an ONNX file's ``options`` metadata (JSON), if any."""
+    text = meta.get("options")
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"ONNX file {str(onnx)!r} has unreadable 'options' metadata {text!r}; "
+            "export it again with convert_to_onnx.py"
+        )
+    return options
+
+
+def _size_from_metadata(meta: dict[str, str]) -> tuple[int, int] | None:
+    """(H, W) from an ONNX file's ``input_size`` metadata ("H,W"), or None."""
+    try:
+        height, width = (int(v) for v in meta.get("input_size", "").split(","))
+    except ValueError:
+        return None
+    return (height, width) if height > 0 and width > 0 else None

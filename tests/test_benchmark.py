@@ -311,3 +311,17 @@ def test_slow_onnxruntime_rows_are_profiled(report, run_dir):
             assert "ORT time by op" in row["note"]
     if any(r.get("profile") for r in rows):
         assert "Where onnxruntime spends the time" in (run_dir / "benchmark.md").read_text()
+
+
+def test_default_output_is_under_runs(synthetic_root, tmp_path, monkeypatch):
+    """A subcommand without --output-dir writes into runs/benchmark, never the committed results/."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["data", "-p", str(synthetic_root), "--size", "64,128", "-b", "2"]
+    assert benchmark.main([*argv, "--num-images", "2", "--repeats", "1", "--workers", "1"]) == 0
+    assert (tmp_path / "runs" / "benchmark" / "benchmark_data.json").is_file()
+    assert not (tmp_path / "results").exists()
+    # the top-level --output-dir reaches the subcommands too
+    parser = benchmark.build_parser()
+    assert parser.parse_args(["--output-dir", "D", "models"]).output_dir == "D"
+    assert parser.parse_args(["models", "--output-dir", "E"]).output_dir == "E"
+    assert parser.parse_args([]).output_dir == benchmark.DEFAULT_OUTPUT_DIR == "runs/benchmark"

@@ -416,3 +416,60 @@ def test_confusion_plot_colours_cells_by_row_share(tmp_path):
     # The whole terrain row (19 classes + void column), give or take anti-aliased text pixels.
     assert abs(grey - 20 * 34 * 34) < 400
     assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
+
+
+def test_no_source_names_every_choice(capsys):
+    import evaluate
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--synthetic"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error
+    for option in ("--predictions", "-m MODEL", "--onnx FILE"):
+        assert option in error, error
+
+
+def test_default_results_folder_is_under_runs(eval_tree, predictions, tmp_path, monkeypatch):
+    """evaluate.py without -r writes into runs/evaluation of the working folder, not results/."""
+    import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    evaluate.main(["--predictions", str(predictions), "-p", str(eval_tree), "--workers", "1"])
+    assert (tmp_path / "runs" / "evaluation" / eval_report.RESULT_JSON).is_file()
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """separable_unet exported at 64x128 (random weights): its metadata names the model."""
+    import keras
+
+    from deploy.export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx("separable_unet", path, input_size=(64, 128), batch=1)
+    keras.backend.clear_session()
+    return path
+
+
+def test_segmenter_reads_the_model_from_onnx_metadata(tiny_onnx):
+    from inference.segmenter import Segmenter
+
+    segmenter = Segmenter(None, onnx=tiny_onnx)
+    assert segmenter.name == "separable_unet" and segmenter.input_size == (64, 128)
+    with pytest.raises(ValueError, match="exported from model 'separable_unet'"):
+        Segmenter("fastscnn", onnx=tiny_onnx)
+
+
+@pytest.mark.slow
+def test_onnx_without_model_name(eval_tree, tiny_onnx, tmp_path, run_cli):
+    out = tmp_path / "out"
+    done = run_cli(
+        "evaluate.py", "--onnx", str(tiny_onnx), "-p", str(eval_tree), "-r", str(out),
+        "--no-progress",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"model separable_unet ({tiny_onnx})" in done.stdout
+    result = json.loads((out / eval_report.RESULT_JSON).read_text())
+    assert np.asarray(result["confMatrix"]).sum() > 0

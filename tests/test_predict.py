@@ -130,6 +130,33 @@ def test_onnx_matches_keras(split_run, synthetic_root, weights, tmp_path, run_cl
         assert np.mean(ours == cv2.imread(str(path), cv2.IMREAD_UNCHANGED)) > 0.999
 
 
+def _png_bytes(height: int, width: int) -> bytes:
+    return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
+
+
+def test_input_passes_over_files_that_are_not_images(tmp_path):
+    from inference import photos
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(_png_bytes(8, 8))
+    (folder / "sub" / "B.JPEG").write_bytes(_png_bytes(8, 8))  # extensions in any case
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub" / "meta.json").write_text("{}")
+    found = photos.input_items(str(folder), skip_bad=False)
+    assert [item.name for item in found.items] == ["a", "B"]
+    assert sorted(p.name for p in found.passed_over) == ["meta.json", "notes.txt"]
+    assert found.skipped == []
+    # a folder (or glob) with no image at all names itself and the extensions it takes
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "readme.md").write_text("text")
+    for spec in (str(docs), str(docs / "*")):
+        with pytest.raises(ValueError, match="holds no image file") as info:
+            photos.input_items(spec, skip_bad=True)
+        assert str(docs) in str(info.value) and ".png" in str(info.value)
+
+
 @pytest.mark.slow
 def test_folder_of_other_images_skips_bad_files(weights, tmp_path, run_cli):
     photos = tmp_path / "photos"
@@ -137,7 +164,9 @@ def test_folder_of_other_images_skips_bad_files(weights, tmp_path, run_cli):
     rng = np.random.default_rng(0)
     cv2.imwrite(str(photos / "street_a.jpg"), rng.integers(0, 255, (100, 150, 3), np.uint8))
     cv2.imwrite(str(photos / "sub" / "b.png"), rng.integers(0, 255, (90, 200, 3), np.uint8))
-    (photos / "notes.txt").write_text("not an image")
+    (photos / "notes.txt").write_text("not an image")  # passed over: not an image's extension
+    (photos / "sub" / "fake.jpg").write_text("not an image either")  # no decoder recognises it
+    (photos / "broken.png").write_bytes(_png_bytes(40, 60)[:40])  # a PNG signature, truncated
     out = tmp_path / "out"
     done = run_cli(
         "predict.py",
@@ -155,7 +184,13 @@ def test_folder_of_other_images_skips_bad_files(weights, tmp_path, run_cli):
         "--skip-bad",
     )
     assert done.returncode == 0, done.stderr
-    assert "notes.txt" in done.stderr and "skipped" in done.stderr
+    passed = [line for line in done.stderr.splitlines() if "passed over" in line]
+    assert len(passed) == 1 and "1 file" in passed[0] and "notes.txt" in passed[0], done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, done.stderr
+    for name in ("fake.jpg", "broken.png"):
+        assert sum(name in line for line in warnings) == 1, done.stderr
+    assert "2 images segmented (2 skipped)" in done.stdout, done.stdout
     _check_outputs(out, "street_a", 100, 150)
     _check_outputs(out, "b", 90, 200)
     assert len(list((out / "labelIds").iterdir())) == 2
@@ -224,11 +259,12 @@ def _assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> 
 
 
 @pytest.mark.slow
-def test_non_image_input_stops_without_skip_bad(weights, tmp_path, run_cli):
+def test_unreadable_image_stops_without_skip_bad(weights, tmp_path, run_cli):
     photos = tmp_path / "photos"
     photos.mkdir()
     cv2.imwrite(str(photos / "a.png"), np.zeros((40, 60, 3), np.uint8))
-    (photos / "notes.txt").write_text("not an image")
+    (photos / "notes.txt").write_text("not an image")  # passed over, not an error
+    (photos / "fake.jpg").write_text("not an image either")
     done = run_cli(
         "predict.py",
         "--no-progress",
@@ -243,7 +279,8 @@ def test_non_image_input_stops_without_skip_bad(weights, tmp_path, run_cli):
         "-r",
         str(tmp_path / "out"),
     )
-    _assert_one_line_error(done, "notes.txt", "--skip-bad")
+    _assert_one_line_error(done, "fake.jpg", "--skip-bad")
+    assert "notes.txt" not in done.stderr.splitlines()[-1]
     assert not (tmp_path / "out" / "labelIds").exists()
 
 

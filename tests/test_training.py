@@ -565,3 +565,26 @@ def test_help_without_tensorflow_and_show_recipe(run_cli):
     assert "  optimizer      sgd\n" in proc.stdout and "  epochs         484 (-e)\n" in proc.stdout
     assert proc.stdout.count("crop           1024,1024 (-t)") == 1
     assert "loss           ohem; aux heads ce, boundary" in proc.stdout
+
+
+def test_ctrl_c_saves_the_step_and_says_how_to_continue(synthetic_root, tmp_path, repo_root):
+    """A first SIGINT stops after the current step with its state saved: exit 130 and one line
+    on stderr that says so and how to continue."""
+    out = tmp_path / "run"
+    command = [sys.executable, str(repo_root / "train.py"), "-m", "separable_unet", "-p",
+               str(synthetic_root), "-t", "64,128", "-b", "1", "-e", "1", "--steps-per-epoch",
+               "200", "--precise-bn", "0", "--log-every", "1", "--output-dir", str(out)]  # fmt: skip
+    proc = _start(command, dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        _read_until(proc, "epoch 1/1 step 2/200:")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: stopped by SIGINT at epoch 1, step "), last
+    assert last.endswith("run the same command again to continue from that step")
+    meta = json.loads((out / "preempted.state" / "meta.json").read_text())
+    assert meta["epoch"] == 0 and 2 <= meta["step_in_epoch"] < 200

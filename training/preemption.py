@@ -8,6 +8,7 @@ the signal reached them a step apart; they stop there, the chief writes the trai
 that step (training.checkpoints.CheckpointSaver.save_preempted, atomically), every worker
 waits for it, and the process exits with PREEMPTED_EXIT_CODE. Rerunning the same command
 continues from that step; scripts/slurm_train.sh requeues the job when it sees that status.
+train.py also stops this way on a first Ctrl-C (SIGINT); a second one stops at once.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class StopRequest:
             self.requested, self.signal_name = True, name
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the step
         self.request(signal.Signals(signum).name)
 
     def install(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import functools
 import gc
@@ -9,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -45,17 +47,48 @@ def release_frames(exc: BaseException) -> None:
     gc.collect()
 
 
-def guard(main: Callable[..., Any]) -> Callable[..., Any]:
+def interrupted(hint: str | None = None) -> None:
+    """Tell the user, on a line of its own, that the command stopped at their Ctrl-C.
+
+    A live progress bar (tqdm, Keras' Progbar) leaves the cursor at the end of its line; in a
+    terminal a line break comes first, so the message never trails the bar. `hint` says what
+    was kept and how to go on (e.g. that rerunning the command resumes).
+    """
+    sys.stdout.flush()
+    live = any(_is_terminal(stream) for stream in (sys.stdout, sys.stderr))
+    message = "interrupted" + (f": {hint}" if hint else "")
+    print(("\n" if live else "") + message, file=sys.stderr, flush=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """Whether `stream` is an open terminal."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def guard(
+    main: Callable[..., Any] | None = None, *, on_interrupt: str | None = None
+) -> Callable[..., Any]:
     """Run a CLI `main`, turning ValueError and OSError raised for bad input into `fail`.
 
     Library code raises ValueError (bad value) or OSError (missing or unwritable file) with a
     message that names the value or path and the fix; this wrapper prints it as one line. Any
     other exception propagates (a traceback: a bug), but first, as before `fail`, the locals of
     the frames it unwound are released (`release_frames`), so no tf.data iterator outlives them.
+    Ctrl-C prints `interrupted: ON_INTERRUPT` on its own line (`interrupted`) and exits with 130.
+
+    Used as `@guard`, or as `@guard(on_interrupt="rerun the same command to continue")` by a
+    command that can say what a rerun does after Ctrl-C.
     """
+    if main is None:
+        return functools.partial(guard, on_interrupt=on_interrupt)
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous_hook, finished = sys.unraisablehook, threading.Event()
+        sys.unraisablehook = functools.partial(_raise_lost_interrupt, previous_hook, finished)
         try:
             return main(*args, **kwargs)
         except (ValueError, OSError) as exc:
@@ -63,14 +96,32 @@ def guard(main: Callable[..., Any]) -> Callable[..., Any]:
             release_frames(exc)
             fail(message)
         except KeyboardInterrupt as exc:
+            finished.set()
             release_frames(exc)
-            print("interrupted", file=sys.stderr)
+            interrupted(on_interrupt)
             raise SystemExit(130) from None
         except Exception as exc:
             release_frames(exc)
             raise
+        finally:
+            finished.set()
+            sys.unraisablehook = previous_hook
 
     return wrapper
+
+
+def _raise_lost_interrupt(
+    previous_hook: Callable[[Any], None], finished: threading.Event, unraisable: Any
+) -> None:
+    """sys.unraisablehook of a guarded main: a Ctrl-C that landed in a weakref callback or a
+    `__del__` (where Python can only print "Exception ignored in ...") is raised again in the
+    main thread, unless the guard is `finished` by then, so the first Ctrl-C stops the command;
+    anything else goes to `previous_hook`."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        # from another thread, a moment later: raised here, it would be lost in this hook too
+        threading.Timer(0.05, lambda: finished.is_set() or _thread.interrupt_main()).start()
+        return
+    previous_hook(unraisable)
 
 
 def parse_target_size(text: str) -> tuple[int, int]:
