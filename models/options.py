@@ -14,12 +14,14 @@ from utils.cli import parse_target_size
 #: The names of `models.MODELS`, for argparse choices without importing Keras.
 MODEL_NAMES = (
     "bayes_segnet",
+    "bisenetv2",
     "ddrnet",
     "deeplabv3+",
     "fastfcn",
     "fastscnn",
     "hrnet_ocr",
     "pidnet",
+    "segformer",
     "separable_unet",
     "unet",
 )
@@ -47,7 +49,8 @@ def add_model_args(
         "--variant",
         default=None,
         help="variant for models that have several: pidnet {s, m, l}, "
-        "ddrnet {23-slim, 23} (default: the model's own, pidnet s and ddrnet 23-slim)",
+        "ddrnet {23-slim, 23}, segformer {b0, b1, b2, b3, b4, b5} (default: the model's own, "
+        "pidnet s, ddrnet 23-slim and segformer b0)",
     )
     group.add_argument(
         "--output-stride",

@@ -12,12 +12,14 @@ import keras
 
 from models import (
     bayes_segnet,
+    bisenetv2,
     ddrnet,
     deeplabv3plus,
     fastfcn,
     fastscnn,
     hrnet_ocr,
     pidnet,
+    segformer,
     separable_unet,
     unet,
 )
@@ -36,6 +38,8 @@ MODELS: dict[str, ModelInfo] = {
         hrnet_ocr.INFO,
         pidnet.INFO,
         ddrnet.INFO,
+        bisenetv2.INFO,
+        segformer.INFO,
     )
 }
 
