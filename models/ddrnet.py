@@ -33,7 +33,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.info import BatchNorm, ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
 
 #: Total downsampling: the low-resolution branch ends at 1/64 (DAPPM runs there).
@@ -126,12 +126,7 @@ def _seg_head(x, mid_filters: int, num_classes: int, size, name: str) -> keras.K
 
 def _resolve_variant(variant: str | None) -> str:
     """The variant key ("23-slim", "23"); ValueError naming the valid ones otherwise."""
-    if variant is None:
-        return INFO.default_variant
-    key = str(variant).lower().removeprefix("ddrnet-").removeprefix("ddrnet_").replace("_", "-")
-    if key not in VARIANTS:
-        raise ValueError(f"ddrnet variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    return key
+    return variant_key("ddrnet", variant, VARIANTS, INFO.default_variant, ("ddrnet-", "ddrnet_"))
 
 
 def build_ddrnet(

@@ -160,3 +160,21 @@ class ModelInfo:
     def reference_source(self) -> str:
         """Where the default variant's figures come from."""
         return self.published_for().source
+
+
+def variant_key(
+    model: str, variant: str | None, variants: Any, default: str, prefixes: tuple[str, ...] = ()
+) -> str:
+    """The key of `variant` among `variants` (None: `default`): lowercased, `prefixes` (e.g.
+    "pidnet-") dropped, "_" read as "-" for keys that use "-"; ValueError naming the valid
+    keys otherwise."""
+    if variant is None:
+        return default
+    key = str(variant).lower()
+    for prefix in prefixes:
+        key = key.removeprefix(prefix)
+    if key not in variants and key.replace("_", "-") in variants:
+        key = key.replace("_", "-")
+    if key not in variants:
+        raise ValueError(f"{model} variant must be one of {', '.join(variants)}; got {variant!r}")
+    return key

@@ -48,7 +48,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.info import BatchNorm, ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
 
 #: Total downsampling: the I branch ends at 1/64 (its pyramid pooling runs there).
@@ -221,12 +221,7 @@ def _seg_head(x, mid_filters: int, out_filters: int, size, name: str) -> keras.K
 
 def _resolve_variant(variant: str | None) -> str:
     """The variant key ("s", "m", "l"); ValueError naming the valid ones otherwise."""
-    if variant is None:
-        return INFO.default_variant
-    key = str(variant).lower().removeprefix("pidnet-").removeprefix("pidnet_")
-    if key not in VARIANTS:
-        raise ValueError(f"pidnet variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    return key
+    return variant_key("pidnet", variant, VARIANTS, INFO.default_variant, ("pidnet-", "pidnet_"))
 
 
 def build_pidnet(

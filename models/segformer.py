@@ -47,7 +47,7 @@ from keras_hub.src.models.mit.mit_layers import (
     SegFormerMultiheadAttention,
 )
 
-from models.info import BatchNorm, ModelInfo, Published, Recipe
+from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
 from models.layers import check_input_size, logits_output, normalize_input, resize_to
 
 #: Total downsampling: the last MiT stage is at 1/32 (and its sequence reduction needs it).
@@ -278,12 +278,9 @@ def mit_config(variant: str, image_shape: tuple[int, int, int]) -> dict:
 
 def _resolve_variant(variant: str | None) -> str:
     """The variant key ("b0".."b5"); ValueError naming the valid ones otherwise."""
-    if variant is None:
-        return INFO.default_variant
-    key = str(variant).lower().removeprefix("segformer-").removeprefix("mit-").removeprefix("mit_")
-    if key not in VARIANTS:
-        raise ValueError(f"segformer variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
-    return key
+    return variant_key(
+        "segformer", variant, VARIANTS, INFO.default_variant, ("segformer-", "mit-", "mit_")
+    )
 
 
 def build_segformer(
