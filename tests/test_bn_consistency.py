@@ -56,8 +56,10 @@ def losses(name: str, root, fix: bool) -> tuple[float, float]:
     strategy = tf.distribute.get_strategy()
     setup = build_setup(config, strategy, config.learning_rate)
     for layer in setup.model._flatten_layers():
-        if isinstance(layer, keras.layers.Dropout):
-            layer.rate = 0.0  # the two passes then differ in batch norm only
+        # dropout and stochastic depth (keras-hub's DropPath, in SegFormer's MiT) off: the two
+        # passes then differ in batch norm only
+        if isinstance(layer, keras.layers.Dropout) or type(layer).__name__ == "DropPath":
+            layer.rate = 0.0
     images, labels = fixed_batch(root)
     for _ in range(STEPS):
         setup.trainer.train_step((images, labels))
