@@ -117,12 +117,14 @@ def add_timing_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--backends",
         type=backends_arg,
-        default=["onnxruntime"],
+        default=None,
         help="comma list of tf (Keras model as a TF graph), xla (the same with "
-        "jit_compile), onnxruntime (tf2onnx export), tensorrt (trtexec, "
-        "needs an NVIDIA GPU); on this CPU tf takes about as long as "
-        "onnxruntime and xla 11-19x longer, so add them with a larger "
-        "--budget",
+        "jit_compile), onnxruntime (tf2onnx export), openvino (the same ONNX file "
+        "through OpenVINO, latency hint, checked against onnxruntime; pip install "
+        "openvino==2026.4.1), tensorrt (trtexec, needs an NVIDIA GPU); on this CPU tf "
+        "takes about as long as onnxruntime and xla 11-19x longer, so add them with a "
+        "larger --budget (default: onnxruntime,openvino side by side, the faster marked; "
+        "OpenVINO left out, with a note, where it is not installed)",
     )
     group.add_argument(
         "--precision",
@@ -169,7 +171,8 @@ def add_timing_args(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         default=None,
-        help="onnxruntime intra-op threads (None: every core this process may use)",
+        help="onnxruntime intra-op threads and OpenVINO's INFERENCE_NUM_THREADS (None: "
+        "every core this process may use)",
     )
     group.add_argument(
         "--profile",

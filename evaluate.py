@@ -2,10 +2,11 @@
 
 Scores a folder of prediction PNGs (label ids, or train ids with --train-ids) against gtFine of a
 split, or runs a model over the split first (-m MODEL -w WEIGHTS, or --onnx FILE, whose metadata
-names the model). Scoring PNGs needs only gtFine/ under the root, as the official script does;
-running a model needs leftImg8bit/ too. The numbers are
-those of cityscapesscripts' evalPixelLevelSemanticLabeling (same result keys, equal to 1e-9),
-computed with parallel decoding and one histogram per image instead of Python loops.
+names the model, through onnxruntime or, with --backend openvino, OpenVINO). Scoring PNGs
+needs only gtFine/ under the root, as the official script does; running a model needs
+leftImg8bit/ too. The numbers are those of cityscapesscripts' evalPixelLevelSemanticLabeling
+(same result keys, equal to 1e-9), computed with parallel decoding and one histogram per image
+instead of Python loops.
 
 Writes under -r: resultPixelLevelSemanticLabeling.json (the official keys), evaluation.md (class
 and category tables, IoU and nIoU) and confusion_matrix.png.
@@ -14,6 +15,7 @@ Examples:
   python evaluate.py --predictions my_preds/ -p $CITYSCAPES_DATASET --split val -r runs/eval
   python evaluate.py -m fastscnn -w fastscnn.weights.h5 --synthetic -r runs/eval_fastscnn
   python evaluate.py --onnx fastscnn.onnx --synthetic
+  python evaluate.py --onnx fastscnn.onnx --backend openvino --synthetic
 """
 
 from __future__ import annotations
@@ -70,9 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--onnx",
         default=None,
-        help="run this exported ONNX file through onnxruntime instead of Keras; without -m, "
+        help="run this exported ONNX file through --backend instead of Keras; without -m, "
         "the model and input size are read from the file's metadata (convert_to_onnx.py writes "
         "them)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="runtime of --onnx: onnxruntime, or openvino (the same file compiled for the CPU; "
+        "its first batch is checked against onnxruntime by deploy/checks.py's parity rule)",
     )
     run.add_argument("--batch", type=positive_int, default=1, help="images per model call")
     out = parser.add_argument_group("output")
@@ -104,6 +113,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
     """Run the model over the split, resize its scores to each ground truth, score them."""
     # Here only: TensorFlow (or onnxruntime) is imported for -m, never for --predictions.
     from datasets.cityscapes import read_image
+    from deploy.checks import parity_thresholds
     from evaluation.cityscapes_eval import (
         PixelLevelAccumulator,
         ground_truth_files,
@@ -133,6 +143,8 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
         input_size=args.target_size,
         options=model_options(args),
         onnx=args.onnx,
+        backend=args.backend,
+        parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
     )
     args.model = segmenter.name  # with --onnx alone: the model its metadata names
     accumulator = PixelLevelAccumulator()
@@ -186,6 +198,8 @@ def check_args(args: argparse.Namespace) -> None:
         fail(
             "-w/-t go with -m MODEL or --onnx FILE; with --predictions the PNGs are scored as they are"
         )
+    if args.backend != "onnxruntime" and args.onnx is None:
+        fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if args.model is None and args.weights:
         fail("-w/--weights needs -m MODEL (the weights hold no model name); or give --onnx FILE")
 
@@ -223,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if runs_model:
         result = evaluate_model(args, root, progress)
         source = f"model {args.model}" + (
-            f" ({args.onnx})" if args.onnx else f" with weights {args.weights}"
+            f" ({args.onnx}{', OpenVINO' if args.backend == 'openvino' else ''})"
+            if args.onnx
+            else f" with weights {args.weights}"
         )
     else:
         result = evaluate_predictions(args, root, progress)

@@ -1,6 +1,6 @@
 """Segment photos with a trained model and write pictures people can look at.
 
-Runs a model (Keras weights, or an exported ONNX file through onnxruntime) over a Cityscapes
+Runs a model (Keras weights, or an exported ONNX file through onnxruntime or OpenVINO) over a Cityscapes
 split or over any folder/glob of photos. The model runs at its input size (-t; default its
 training crop); scores are resized back, so every output is at the photo's own resolution.
 
@@ -14,6 +14,7 @@ Writes under -r, for each photo NAME (CITY_SEQ_FRAME for Cityscapes files, else 
 Examples:
   python predict.py -m fastscnn -w fastscnn.weights.h5 -p $CITYSCAPES_DATASET --split val
   python predict.py -m fastscnn --onnx fastscnn.onnx --input "photos/*.jpg" -r runs/mine
+  python predict.py --onnx fastscnn.onnx --backend openvino --input photos/ -r runs/mine
   python predict.py -m bayes_segnet -w bayes.weights.h5 --mc-samples 50 --input photos/
 """
 
@@ -47,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--onnx",
         default=None,
-        help="run this exported .onnx file through onnxruntime instead of Keras "
+        help="run this exported .onnx file through --backend instead of Keras "
         "(-m still names the model, for its class layout)",
+    )
+    model.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="runtime of --onnx: onnxruntime, or openvino (the same file compiled for the CPU; "
+        "its first batch is checked against onnxruntime by deploy/checks.py's parity rule)",
     )
     model.add_argument(
         "--mc-samples",
@@ -109,12 +117,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("give trained weights with -w/--weights (or an exported model with --onnx FILE)")
     if args.weights is not None and args.onnx is not None:
         fail("give either -w/--weights (Keras) or --onnx (onnxruntime), not both")
+    if args.backend != "onnxruntime" and args.onnx is None:
+        fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if not 0.0 <= args.alpha <= 1.0:
         fail(f"--alpha must be between 0 and 1, got {args.alpha}")
     quiet_tensorflow()
     # After quiet_tensorflow: the segmenter imports Keras and the model files.
     from datasets.cityscapes import BadFileError, skip_bad_hint
     from datasets.options import dataset_root
+    from deploy.checks import parity_thresholds
     from inference import photos
     from inference.segmenter import Segmenter
     from models.options import model_options
@@ -146,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         onnx=args.onnx,
         mc_samples=args.mc_samples,
         seed=args.seed,
+        backend=args.backend,
+        parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
     )
     try:
         with progress_bar(len(items), "predict", "image", sys.stderr, args.no_progress) as bar:
@@ -164,10 +177,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     skipped = skipped_before + tally.skipped
     if tally.done == 0:
         fail(f"no image could be read ({skipped} skipped); nothing was written")
-    engine = "onnxruntime" if args.onnx else "Keras"
+    engine = (
+        {"onnxruntime": "onnxruntime", "openvino": "OpenVINO"}[args.backend]
+        if args.onnx
+        else "Keras"
+    )
+    if segmenter.parity is not None:
+        diff = segmenter.parity.max_abs_diff
+        print(
+            f"OpenVINO against onnxruntime on the first batch: max |logit diff| "
+            f"{'-' if diff is None else f'{diff:.3g}'}, argmax agreement "
+            f"{100 * segmenter.parity.agreement:.3f}%"
+        )
     size = segmenter.input_size
     print(
-        f"{tally.done} images segmented ({skipped} skipped) with {args.model} ({engine}) "
+        f"{tally.done} images segmented ({skipped} skipped) with {segmenter.name} ({engine}) "
         f"at {size[0]}x{size[1]}: {tally.done / tally.seconds:.2f} images/s overall, "
         f"{1000 * tally.model_seconds / tally.done:.1f} ms/image in the model; outputs in {out}"
     )

@@ -1,10 +1,12 @@
 """The default benchmark: inference speed, compute and memory per model and backend.
 
 Phase 1 builds every model once per size and batch in this process (parameters, compute,
-ONNX export for the onnxruntime and TensorRT jobs); phase 2 times each (model, backend) job in
+ONNX export for the onnxruntime, OpenVINO and TensorRT jobs); phase 2 times each (model, backend) job in
 a fresh process (bench.jobs), each given an even share of what is left of the budget, with a
 1-second convolution beforehand that records how fast the machine was at that moment (other
-processes share it). Results: STEM.{json,csv,md,png} through bench.report.
+processes share it). An OpenVINO row is checked against onnxruntime on its timed input and
+fails, saying so, when it breaks deploy/checks.py's parity rule. Results:
+STEM.{json,csv,md,png} through bench.report.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 
 from bench.jobs import JobSpec, run_job_subprocess, tensorrt_available
 from bench.report import write_reports
-from bench.rows import Row, job_rows, spec_label
+from bench.rows import CPU_RUNTIMES, Row, job_rows, spec_label
 from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S, dense_peak
 from utils.io import check_writable_dir
 from utils.machine import machine_info
 
 #: Cityscapes' full size (H, W): the default input of the benchmarks.
 REFERENCE_SIZE = (1024, 2048)
+#: Issue 16's target for the light models on an Intel CPU: OpenVINO this many times faster than
+#: onnxruntime (a row below it says so).
+OPENVINO_TARGET = 1.5
 #: progress(phase, done, total, label): called before each step of a phase and at its end.
 Progress = Callable[[str, int, int, str], None]
 
@@ -46,9 +51,23 @@ CONVENTIONS = (
     "the timed loop), in a fresh process per job; an "
     "onnxruntime job's process holds onnxruntime, onnx and numpy, no TensorFlow. Overhead: timing loop plus "
     "feeding (one call of a graph that reads one element of the same input through the same "
-    "backend), as a share of the mean latency."
+    "backend), as a share of the mean latency. Ran on: what actually executed the job, "
+    "onnxruntime's session.get_providers() (a job fails when onnxruntime falls back from a "
+    "provider it asked for) or OpenVINO's EXECUTION_DEVICES. OpenVINO compiles the same ONNX "
+    "file with PERFORMANCE_HINT LATENCY and INFERENCE_PRECISION_HINT f32 (--threads sets "
+    "INFERENCE_NUM_THREADS); its output on the timed input is compared with onnxruntime's "
+    "(max |logit diff|, argmax agreement) under deploy/checks.py's rule, and a row that breaks "
+    "it fails. CPU runtimes: onnxruntime's against OpenVINO's median latency on the same file; "
+    "'fastest (N.NNx)' marks the faster of the two and how many times faster it is, the other "
+    "row shows its own ratio (< 1)."
 )
 
+
+#: The CPU table's backends when none are asked for: onnxruntime and OpenVINO side by side
+#: (OpenVINO only where it is installed; run_inference says when it is not).
+DEFAULT_BACKENDS = ("onnxruntime", "openvino")
+#: Backends that run the exported ONNX file.
+ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 #: Where benchmark.py writes unless --output-dir says otherwise: ignored by git, so a run never
 #: replaces the committed figures in results/ (regenerated only with --output-dir results).
@@ -66,8 +85,8 @@ class InferenceConfig:
     models: list[tuple[str, dict[str, Any]]] | None = None
     sizes: list[tuple[int, int]] = dataclasses.field(default_factory=lambda: [REFERENCE_SIZE])
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [1])
-    #: Some of bench.jobs.BACKENDS.
-    backends: list[str] = dataclasses.field(default_factory=lambda: ["onnxruntime"])
+    #: Some of bench.jobs.BACKENDS; None: DEFAULT_BACKENDS (resolve_backends).
+    backends: list[str] | None = None
     precision: str = "fp32"
     #: Seconds for the whole run, split evenly over the jobs still to run.
     budget_s: float = 420.0
@@ -205,8 +224,15 @@ def _prepare_group(
             t0 = time.monotonic()
             how = export_onnx_file(model, onnx_path, batch, size[0], size[1], fp16=fp16, nchw=nchw)
             for row in rows:
-                if row.backend in ("onnxruntime", "tensorrt"):
+                if row.backend in ONNX_BACKENDS:
                     row.export, row.export_s = how, time.monotonic() - t0
+        if any(row.backend == "openvino" for row in rows):
+            # deploy's parity rule: only a run with OpenVINO rows needs it (it imports onnx)
+            from deploy.checks import jumps_at_pooling_ties
+
+            ties = jumps_at_pooling_ties(model)
+            for row in rows:
+                row.ties_rule = ties
         del model
     except Exception as exc:  # one broken model must not stop the others' measurements
         for row in rows:
@@ -228,7 +254,7 @@ def build_jobs(
         for size in config.sizes
         for batch in config.batch_sizes
     ]
-    needs_onnx = any(b in ("onnxruntime", "tensorrt") for b in config.backends)
+    needs_onnx = any(b in ONNX_BACKENDS for b in config.backends)
     jobs: list[tuple[Row, Path | None]] = []
     for i, (name, opts, size, batch) in enumerate(groups):
         if progress is not None:
@@ -317,6 +343,8 @@ def time_jobs(
         spec = _job_spec(config, row, onnx_path, slot)
         row.budget_s = slot
         row.record(run_job_subprocess(spec, workdir))
+        if row.ok and row.parity_reference is not None:
+            judge_parity(row)
         if _needs_profile(config, row, peaks_during):
             if progress is not None:
                 progress("time", k, len(jobs), f"{row.model} onnxruntime profile")
@@ -327,6 +355,47 @@ def time_jobs(
     if progress is not None:
         progress("time", len(jobs), len(jobs), "")
     return peaks_during
+
+
+def judge_parity(row: Row) -> None:
+    """Judge a row's parity figures by deploy/checks.py's rule; a row that breaks it fails."""
+    # deploy's parity rule (imports onnx and the model layers): the parent process has them
+    from deploy.checks import parity_thresholds
+    from inference.openvino_backend import Parity
+
+    max_diff, min_agreement = parity_thresholds(
+        row.parity_precision or "float32", float(row.parity_logit_scale or 0.0), bool(row.ties_rule)
+    )
+    row.parity_max_diff_allowed, row.parity_min_agreement = max_diff, min_agreement
+    parity = Parity(row.parity_max_abs_diff, float(row.parity_agreement), 0.0)
+    errors = parity.errors(max_diff, min_agreement)
+    if errors:
+        row.status = (
+            f"error: parity with {row.parity_reference} failed on the timed input: "
+            + "; ".join(errors)
+            + " (deploy/checks.py's rule); its timing is in the JSON, not in the table"
+        )
+
+
+def resolve_backends(
+    backends: list[str] | None, note: Callable[[str], None] | None = None
+) -> list[str]:
+    """The backends to run: DEFAULT_BACKENDS when None (OpenVINO dropped, with a note, where it
+    is not installed); ValueError naming the package when openvino is asked for but missing."""
+    # numpy only: the probe imports openvino, nothing else
+    from inference.openvino_backend import openvino_missing
+
+    missing = openvino_missing()
+    if backends is None:
+        chosen = list(DEFAULT_BACKENDS)
+        if missing is not None:
+            chosen.remove("openvino")
+            if note is not None:
+                note(f"openvino left out of the default backends: {missing}")
+        return chosen
+    if "openvino" in backends and missing is not None:
+        raise ValueError(f"--backends openvino: {missing}")
+    return list(backends)
 
 
 # --------------------------------------------------------------------------- derived figures
@@ -341,10 +410,21 @@ def finish_rows(
 ) -> None:
     """Add achieved GFLOP/s, % of peak, speed-up over the TF graph and notes to every row."""
     tf_median = {r.group: r.median_ms for r in rows if r.backend == "tf" and r.ok}
+    cpu_median = {
+        (r.group, r.backend): r.median_ms
+        for r in rows
+        if r.backend in CPU_RUNTIMES and r.ok and not r.on_gpu
+    }
     for row in rows:
+        row.ran_on = row.describe_ran_on()
         if not row.ok:
             row.note = row.status
             continue
+        other = [b for b in CPU_RUNTIMES if b != row.backend]
+        if row.backend in CPU_RUNTIMES and (row.group, other[0]) in cpu_median:
+            ratio = cpu_median[(row.group, other[0])] / cpu_median[(row.group, row.backend)]
+            row.speedup_vs_other_cpu_runtime = ratio
+            row.fastest_cpu_runtime = ratio >= 1.0
         on_gpu = row.on_gpu
         achieved = row.gflops * row.batch / (row.mean_ms / 1e3)
         row.achieved_gflops_per_s = achieved
@@ -353,11 +433,21 @@ def finish_rows(
             None if on_gpu or not matmul_peak_gflops else 100.0 * achieved / matmul_peak_gflops
         )
         row.speedup_vs_tf = tf_median[row.group] / row.median_ms if row.group in tf_median else None
-        row.note = "; ".join(_notes(row, min_iters, min_duration_s))
+    ort_pct = {
+        r.group: r.pct_of_matmul_peak
+        for r in rows
+        if r.backend == "onnxruntime" and r.ok and r.pct_of_matmul_peak is not None
+    }
+    for row in rows:
+        if row.ok:
+            row.note = "; ".join(_notes(row, min_iters, min_duration_s, ort_pct.get(row.group)))
 
 
-def _notes(row: Row, min_iters: int, min_duration_s: float) -> list[str]:
-    """What a reader of a timed row should know: budget limits, overhead, slow spots."""
+def _notes(
+    row: Row, min_iters: int, min_duration_s: float, ort_pct_of_matmul_peak: float | None = None
+) -> list[str]:
+    """What a reader of a timed row should know: budget limits, overhead, slow spots, and for
+    an OpenVINO row below the target, what share of the matmul peak the target would take."""
     notes: list[str] = []
     if row.budget_limited:
         notes.append(
@@ -372,6 +462,30 @@ def _notes(row: Row, min_iters: int, min_duration_s: float) -> list[str]:
             notes.append("below 50% of the matmul peak")
         if row.speedup_vs_tf is not None and row.speedup_vs_tf < 2.0:
             notes.append("less than 2x the TF graph")
+    if row.parity_reference is not None and row.parity_agreement is not None:
+        diff = "-" if row.parity_max_abs_diff is None else f"{row.parity_max_abs_diff:.2g}"
+        allowed = row.parity_max_diff_allowed
+        notes.append(
+            f"vs {row.parity_reference.split()[0]}: max |diff| {diff}"
+            + ("" if allowed is None or allowed == float("inf") else f" (<= {allowed:.2g})")
+            + f", argmax {100 * row.parity_agreement:.2f}% agree"
+        )
+    if (
+        row.backend == "openvino"
+        and row.speedup_vs_other_cpu_runtime is not None
+        and row.speedup_vs_other_cpu_runtime < OPENVINO_TARGET
+    ):
+        why = ""
+        if ort_pct_of_matmul_peak is not None:
+            why = (
+                f": onnxruntime already reaches {ort_pct_of_matmul_peak:.0f}% of the matmul peak, "
+                f"so {OPENVINO_TARGET:g}x would take "
+                f"{OPENVINO_TARGET * ort_pct_of_matmul_peak:.0f}%"
+            )
+        notes.append(
+            f"OpenVINO {row.speedup_vs_other_cpu_runtime:.2f}x onnxruntime, below the "
+            f"{OPENVINO_TARGET:g}x target{why}"
+        )
     if row.profile:
         top = ", ".join(f"{p['op']} {p['pct']:.0f}%" for p in row.profile["by_op_type"][:4])
         notes.append(f"ORT time by op: {top}")
@@ -419,6 +533,7 @@ def run_inference(
 
         specs = [(name, {}) for name in MODELS]
     check_sizes(specs, config.sizes)
+    config = dataclasses.replace(config, backends=resolve_backends(config.backends, note))
     trt_missing = tensorrt_available() if "tensorrt" in config.backends else None
     if trt_missing is not None and note is not None:
         note(f"tensorrt skipped: {trt_missing}")

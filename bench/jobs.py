@@ -5,12 +5,14 @@ one of the project's two deliberate subprocess boundaries: `run_job_subprocess` 
 `JobSpec` as JSON and runs `python -m bench.jobs SPEC.json RESULT.json`, whose `_main` reads
 the spec back, calls `run_job` and writes the outcome as JSON. The child resets the kernel's
 resident-set high-water mark (/proc/self/clear_refs) once the model is loaded and reads VmHWM
-after the timed loop. An onnxruntime child imports only onnxruntime, onnx and numpy.
+after the timed loop. An onnxruntime child imports only onnxruntime, onnx and numpy; an
+OpenVINO child imports openvino, and onnxruntime after its timed loop, for the parity check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -32,7 +34,7 @@ from bench.timing import (
 )
 from utils.machine import available_cores, current_rss_mb, gpus, peak_rss_mb, reset_peak_rss
 
-BACKENDS = ("tf", "xla", "onnxruntime", "tensorrt")
+BACKENDS = ("tf", "xla", "onnxruntime", "openvino", "tensorrt")
 
 
 @dataclasses.dataclass
@@ -54,7 +56,7 @@ class JobSpec:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: fp32, fp16 or bf16.
     precision: str = "fp32"
-    #: The exported model (onnxruntime and tensorrt).
+    #: The exported model (onnxruntime, openvino and tensorrt).
     onnx_path: str | None = None
     #: nhwc or nchw: the layout of the ONNX file's input.
     layout: str = "nhwc"
@@ -63,8 +65,12 @@ class JobSpec:
     min_duration_s: float = MIN_DURATION_S
     #: Seconds the job may take from its start (None: no limit).
     budget_s: float | None = None
-    #: onnxruntime intra-op threads (None: every core this process may use).
+    #: onnxruntime intra-op threads and OpenVINO's INFERENCE_NUM_THREADS (None: every core
+    #: this process may use).
     threads: int | None = None
+    #: onnxruntime execution providers to ask for (None: CUDA when installed, then CPU); the
+    #: job fails when the session runs on fewer than it asked for.
+    providers: list[str] | None = None
     #: Run onnxruntime's profiler for `profile_iters` more calls after the timed loop.
     profile: bool = False
     profile_iters: int = 2
@@ -224,12 +230,12 @@ def run_onnxruntime(spec: JobSpec) -> dict[str, Any]:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = [
-        p
-        for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-        if p in ort.get_available_providers()
-    ]
+    providers = list(spec.providers or _default_providers(ort.get_available_providers()))
     sess = ort.InferenceSession(spec.onnx_path, opts, providers=providers)
+    # numpy only: fails the job when onnxruntime fell back from a provider it was asked for
+    from inference.onnx_backend import check_providers
+
+    ran_on = check_providers(sess, providers)
     name = sess.get_inputs()[0].name
     x = _input_array(int(spec.batch_size), int(spec.height), int(spec.width))
     if spec.layout.lower() == "nchw":
@@ -249,7 +255,8 @@ def run_onnxruntime(spec: JobSpec) -> dict[str, Any]:
         lambda: feed_sess.run(None, {"input": x}), warmup_s=0.05, min_iters=20, min_duration_s=0.2
     )
     extra = {
-        "providers": sess.get_providers(),
+        "providers": ran_on,
+        "runtime_version": ort.__version__,
         "threads": threads,
         "peak_rss_mb": peak,
         "baseline_rss_mb": baseline,
@@ -258,6 +265,83 @@ def run_onnxruntime(spec: JobSpec) -> dict[str, Any]:
     }
     if spec.profile:
         extra["profile"] = _onnxruntime_profile(spec, threads, providers, feeds)
+    return _finish(result, spec, float(np.median(feed.times_s)), loop_overhead_s(), extra)
+
+
+def _default_providers(available: list[str]) -> list[str]:
+    """CUDA when this onnxruntime build offers it, then the CPU."""
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _onnxruntime_reference(spec: JobSpec, x: np.ndarray, threads: int) -> np.ndarray:
+    """onnxruntime's CPU output on the NHWC input `x` (the parity reference of other runtimes)."""
+    # ONNX libraries only on the paths that run them
+    import onnxruntime as ort
+
+    from inference.onnx_backend import check_providers, run_onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    cpu = ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(spec.onnx_path, opts, providers=cpu)
+    check_providers(sess, cpu)
+    return run_onnx(sess, x)
+
+
+def run_openvino(spec: JobSpec) -> dict[str, Any]:
+    """Time an exported ONNX file with OpenVINO (latency hint, float32), check it against
+    onnxruntime on the same input."""
+    # numpy only at import; openvino is imported when the model is compiled
+    from inference.openvino_backend import compare_outputs, openvino_model, run_openvino
+
+    start = time.perf_counter()
+    if spec.precision != "fp32":
+        raise ValueError(
+            f"the openvino backend runs float32 exports (INFERENCE_PRECISION_HINT f32); got "
+            f"precision {spec.precision!r}: use fp32"
+        )
+    threads = int(spec.threads or available_cores())
+    model = openvino_model(spec.onnx_path, threads=threads)
+    x = _input_array(int(spec.batch_size), int(spec.height), int(spec.width))
+    feed_x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if model.nchw else x
+    request, output = model.request, model.compiled.outputs[0]
+    slice_path = Path(str(Path(spec.result_path or "job").with_suffix("")) + "_feed.onnx")
+    slice_path.write_bytes(_slice_onnx(feed_x.shape))
+    feed_model = openvino_model(slice_path, threads=threads)
+    slice_path.unlink(missing_ok=True)
+    setup_peak = peak_rss_mb()
+    reset = reset_peak_rss()
+    baseline = current_rss_mb()
+
+    def call() -> None:
+        request.infer({0: feed_x})[output]
+
+    result = time_callable(call, **spec.timing_args(start))
+    peak = peak_rss_mb()
+    feed = time_callable(
+        lambda: feed_model.request.infer({0: feed_x}),
+        warmup_s=0.05,
+        min_iters=20,
+        min_duration_s=0.2,
+    )
+    # Parity on the timed input, through run_openvino (the contract predict/evaluate use).
+    parity = compare_outputs(run_openvino(model, x), _onnxruntime_reference(spec, x, threads))
+    extra = {
+        "providers": model.devices,
+        "device": ",".join(model.devices),
+        "policy": f"INFERENCE_PRECISION_HINT {model.inference_precision}",
+        "runtime_version": importlib.metadata.version("openvino"),
+        "threads": model.threads,
+        "peak_rss_mb": peak,
+        "baseline_rss_mb": baseline,
+        "setup_peak_rss_mb": setup_peak,
+        "peak_rss_reset": reset,
+        "parity_reference": "onnxruntime CPUExecutionProvider",
+        "parity_max_abs_diff": parity.max_abs_diff,
+        "parity_agreement": parity.agreement,
+        "parity_logit_scale": parity.logit_scale,
+        "parity_precision": model.metadata.get("precision", "float32"),
+    }
     return _finish(result, spec, float(np.median(feed.times_s)), loop_overhead_s(), extra)
 
 
@@ -385,6 +469,8 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     """Run one measurement described by `spec` in this process; returns its JSON outcome."""
     if spec.backend == "onnxruntime":
         return run_onnxruntime(spec)
+    if spec.backend == "openvino":
+        return run_openvino(spec)
     if spec.backend in ("tf", "xla"):
         return run_tensorflow(spec)
     if spec.backend == "tensorrt":

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.rows import BACKEND_NAMES, CSV_COLUMNS, Row
+from bench.rows import BACKEND_NAMES, CPU_RUNTIMES, CSV_COLUMNS, Row
 from utils.io import atomic_path, write_json, write_text
 from utils.machine import describe_machine
 
@@ -115,6 +115,7 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
         "backend",
         lambda r: BACKEND_NAMES.get(r.backend, r.backend) + (" NCHW" if r.layout == "NCHW" else ""),
     ),
+    ("ran on", lambda r: r.ran_on or "-"),
     ("precision", lambda r: r.precision),
     ("input", lambda r: f"{r.height}x{r.width}"),
     ("batch", lambda r: str(r.batch)),
@@ -129,12 +130,59 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("% mm peak", _timed(lambda r: fmt(r.pct_of_matmul_peak, 0))),
     ("% conv peak", _timed(lambda r: fmt(r.pct_of_peak, 0))),
     ("x TF graph", _timed(lambda r: fmt(r.speedup_vs_tf, 2))),
+    ("CPU runtimes", _timed(lambda r: _cpu_runtime_cell(r))),
     ("peak RSS MB", _timed(lambda r: fmt(r.peak_rss_mb, 0))),
     ("timed calls", _timed(lambda r: f"{'-' if r.iterations is None else r.iterations}")),
     ("overhead %", _timed(lambda r: fmt(r.overhead_pct, 2))),
     ("notes", lambda r: r.note),
 )
 TABLE_HEADER = [header for header, _ in TABLE_COLUMNS]
+
+
+def _cpu_runtime_cell(row: Row) -> str:
+    """'fastest (1.62x)' on the faster of onnxruntime and OpenVINO, '0.62x' on the other."""
+    ratio = row.speedup_vs_other_cpu_runtime
+    if ratio is None:
+        return "-"
+    return f"fastest ({ratio:.2f}x)" if row.fastest_cpu_runtime else f"{ratio:.2f}x"
+
+
+def _cpu_runtime_lines(rows: list[Row]) -> list[str]:
+    """The section that sets onnxruntime and OpenVINO side by side, model by model."""
+    pairs: dict[tuple, dict[str, Row]] = {}
+    for r in rows:
+        if r.backend in CPU_RUNTIMES and r.speedup_vs_other_cpu_runtime is not None:
+            pairs.setdefault(r.group, {})[r.backend] = r
+    if not pairs:
+        return []
+    lines = [
+        "## CPU runtimes: onnxruntime and OpenVINO on the same ONNX file",
+        "",
+        "Median latency of each; the ratio is onnxruntime's over OpenVINO's (> 1: OpenVINO is "
+        "faster). The machine's speed just before each job (1-second convolution, GFLOP/s) "
+        "shows when other processes slowed one of the two.",
+        "",
+    ]
+    header = ["model", "input", "onnxruntime ms", "OpenVINO ms", "ratio", "faster",
+              "conv GFLOP/s before (ORT / OV)"]  # fmt: skip
+    cells = []
+    for (model, h, w, _), pair in pairs.items():
+        ort, ov = pair.get("onnxruntime"), pair.get("openvino")
+        if ort is None or ov is None:
+            continue
+        ratio = ort.median_ms / ov.median_ms
+        cells.append(
+            [
+                model,
+                f"{h}x{w}",
+                fmt(ort.median_ms),
+                fmt(ov.median_ms),
+                f"{ratio:.2f}",
+                "OpenVINO" if ratio >= 1.0 else "onnxruntime",
+                f"{fmt(ort.conv_gflops_before, 0)} / {fmt(ov.conv_gflops_before, 0)}",
+            ]
+        )
+    return [*lines, markdown_table(header, cells), ""]
 
 
 def row_cells(row: Row) -> list[str]:
@@ -195,6 +243,12 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
     s = meta["settings"]
     ps, pe = meta["peak_start"], meta["peak_end"]
     during = meta.get("peak_during_gflops") or []
+    versions = {
+        BACKEND_NAMES.get(r.backend, r.backend): r.runtime_version
+        for r in rows
+        if r.runtime_version
+    }
+    ran = ", ".join(f"{k} {v}" for k, v in versions.items())
     lines = [
         "# Inference benchmark",
         "",
@@ -207,13 +261,14 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         f"- Timing: warm-up {s['warmup_s']} s (>= 1 call), then >= {s['min_iters']} calls "
         f"and >= {s['min_duration_s']} s per job unless the {s['budget_s']:.0f} s budget "
         "stops it first (see notes); generated input, no data set",
+        *([f"- Runtimes that ran: {ran}"] if ran else []),
         "",
         markdown_table(TABLE_HEADER, [row_cells(r) for r in rows]),
         "",
         f"Conventions: {meta['conventions']}",
         "",
     ]
-    return "\n".join(lines + _profile_lines(rows))
+    return "\n".join(lines + _cpu_runtime_lines(rows) + _profile_lines(rows))
 
 
 def text_summary(report: Mapping[str, Any], paths_stem: Path) -> str:

@@ -18,8 +18,12 @@ BACKEND_NAMES = {
     "tf": "TF graph",
     "xla": "TF + XLA",
     "onnxruntime": "onnxruntime",
+    "openvino": "OpenVINO",
     "tensorrt": "TensorRT",
 }
+
+#: The CPU runtimes of one ONNX file that the default table sets side by side.
+CPU_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def spec_label(name: str, options: Mapping[str, Any]) -> str:
@@ -51,7 +55,7 @@ class Row:
     params: int | None = None
     gmacs: float | None = None
     gflops: float | None = None
-    #: How the ONNX file was exported, and how long it took (onnxruntime and tensorrt rows).
+    #: How the ONNX file was exported, and how long it took (onnxruntime, openvino, tensorrt).
     export: str | None = None
     export_s: float | None = None
     # --- set by the timing loop before the job
@@ -76,23 +80,45 @@ class Row:
     loop_overhead_ms: float | None = None
     overhead_pct: float | None = None
     times_ms: list[float] | None = None
+    #: What actually ran: onnxruntime's session.get_providers(), OpenVINO's EXECUTION_DEVICES.
     providers: list[str] | None = None
+    #: The runtime's version (onnxruntime, openvino).
+    runtime_version: str | None = None
     threads: int | None = None
     peak_rss_mb: float | None = None
     baseline_rss_mb: float | None = None
     setup_peak_rss_mb: float | None = None
     peak_rss_reset: bool | None = None
-    #: tf/xla: the device and Keras policy; tensorrt: the trtexec command.
+    #: tf/xla: the device and Keras policy; openvino: its devices and inference precision;
+    #: tensorrt: the trtexec command.
     device: str | None = None
     policy: str | None = None
     trtexec: str | None = None
     #: onnxruntime's profile summary (by op type, top nodes), when profiled.
     profile: dict[str, Any] | None = None
+    #: openvino: its outputs against the reference runtime's on the timed input.
+    parity_reference: str | None = None
+    parity_max_abs_diff: float | None = None
+    parity_agreement: float | None = None
+    parity_logit_scale: float | None = None
+    parity_precision: str | None = None
+    #: The limits of deploy/checks.py's parity rule for this row (set by the parent process,
+    #: which knows from the Keras model whether its outputs jump at pooling ties).
+    parity_max_diff_allowed: float | None = None
+    parity_min_agreement: float | None = None
+    ties_rule: bool | None = None
     # --- derived from all rows (bench.inference.finish_rows)
     achieved_gflops_per_s: float | None = None
     pct_of_peak: float | None = None
     pct_of_matmul_peak: float | None = None
     speedup_vs_tf: float | None = None
+    #: Median latency of the other CPU runtime of the group (onnxruntime against OpenVINO)
+    #: over this row's: > 1 means this row is faster.
+    speedup_vs_other_cpu_runtime: float | None = None
+    #: Whether this row is the faster CPU runtime of its group (None: no pair to compare).
+    fastest_cpu_runtime: bool | None = None
+    #: describe_ran_on(): what actually ran (the table's "ran on" column).
+    ran_on: str | None = None
     note: str = ""
 
     @property
@@ -109,10 +135,19 @@ class Row:
     def on_gpu(self) -> bool:
         """Whether the job ran on a GPU (% of the CPU's peak is then meaningless)."""
         return bool(
-            self.device == "GPU"
+            str(self.device or "").startswith("GPU")
             or self.backend == "tensorrt"
             or "CUDAExecutionProvider" in (self.providers or [])
         )
+
+    def describe_ran_on(self) -> str | None:
+        """What actually ran, in a few words: onnxruntime's providers (short names), OpenVINO's
+        devices, the TF device; None when the job did not say."""
+        if self.providers:
+            return ",".join(p.removesuffix("ExecutionProvider") for p in self.providers)
+        if self.backend == "tensorrt" and self.ok:
+            return "TensorRT (trtexec)"
+        return self.device
 
     @property
     def label(self) -> str:
@@ -168,6 +203,13 @@ CSV_COLUMNS = (
     "pct_of_matmul_peak",
     "pct_of_peak",
     "speedup_vs_tf",
+    "speedup_vs_other_cpu_runtime",
+    "fastest_cpu_runtime",
+    "ran_on",
+    "runtime_version",
+    "threads",
+    "parity_max_abs_diff",
+    "parity_agreement",
     "peak_rss_mb",
     "baseline_rss_mb",
     "setup_peak_rss_mb",

@@ -21,7 +21,9 @@ def onnx_session(path: str | os.PathLike, providers: Sequence[str] | None = None
 
     Args:
         path: the .onnx file.
-        providers: explicit provider names, e.g. ["CPUExecutionProvider"].
+        providers: explicit provider names, e.g. ["CPUExecutionProvider"]; ValueError naming
+            the asked and the obtained ones when the session falls back from any of them
+            (:func:`check_providers`).
     """
     import onnxruntime as ort  # only where a session is made: it loads its providers
 
@@ -29,6 +31,7 @@ def onnx_session(path: str | os.PathLike, providers: Sequence[str] | None = None
     if not path.is_file():
         raise OSError(f"ONNX file {str(path)!r} not found; export one with convert_to_onnx.py")
     available = ort.get_available_providers()
+    explicit = False
     if providers is None:
         preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
         providers = [p for p in preferred if p in available]
@@ -39,15 +42,41 @@ def onnx_session(path: str | os.PathLike, providers: Sequence[str] | None = None
                 f"onnxruntime provider {unknown[0]!r} is not available here; "
                 f"available: {', '.join(available)}"
             )
+        explicit = True
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ValueError(
             f"onnxruntime cannot load {str(path)!r}: "
             f"{str(exc).splitlines()[0] if str(exc) else exc!r}"
         ) from exc
+    if explicit:
+        check_providers(session, providers)
+    return session
+
+
+def check_providers(session: Any, asked: Sequence[str]) -> list[str]:
+    """The providers a session actually runs on; ValueError when any asked one is missing.
+
+    onnxruntime drops a provider it cannot initialise (CUDA or TensorRT without their libraries)
+    with only a log line and runs on the next one, usually the CPU: a benchmark or a deployment
+    would then report the CPU's figures under the GPU's name.
+
+    Args:
+        session: an onnxruntime InferenceSession.
+        asked: the providers it was created with.
+    """
+    obtained = list(session.get_providers())
+    missing = [p for p in asked if p not in obtained]
+    if missing:
+        raise ValueError(
+            f"onnxruntime fell back from {', '.join(missing)}: asked for {list(asked)}, "
+            f"the session runs on {obtained} (install the provider's libraries, e.g. CUDA and "
+            "cuDNN for CUDAExecutionProvider, or ask for the providers that run here)"
+        )
+    return obtained
 
 
 def run_onnx(session: Any, images: np.ndarray) -> np.ndarray:

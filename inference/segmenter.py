@@ -1,5 +1,8 @@
 """The segmenter: a trained model (Keras weights or an exported ONNX file) on photos of any size.
 
+An ONNX file runs through onnxruntime or OpenVINO (`backend`); with OpenVINO, the first batch
+also runs through onnxruntime and the two are compared (`parity`), judged by the caller's rule.
+
 The model runs at its input size; each photo is resized to it (area filter when shrinking,
 bilinear when enlarging) and the class scores are resized back to the photo's own size
 (bilinear) before the argmax, so every result is at the photo's full resolution.
@@ -10,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from inference.onnx_backend import onnx_session, run_onnx
+from inference.openvino_backend import Parity, compare_outputs, openvino_model, run_openvino
 from models import MODELS, get_info
 from models.bayes_segnet import mc_predict
 from models.trained import build_for_export
@@ -24,6 +28,11 @@ from utils.resize import resize_image, resize_map, scores_to_train_ids
 
 #: The input size when a model's recipe has no crop: Cityscapes' full resolution.
 FULL_SIZE = (1024, 2048)
+#: Runtimes of an exported ONNX file.
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+#: parity_limits(precision, logit_scale) -> (max |logit diff|, min argmax agreement): the
+#: rule of deploy/checks.py's parity_thresholds, given by the caller (deploy is a floor above).
+ParityLimits = Callable[[str, float], tuple[float, float]]
 
 
 @dataclasses.dataclass
@@ -58,7 +67,11 @@ class Segmenter:
             `default_input_size(name)`.
         options: builder options (backbone, output_stride); with `onnx`, completed by the file's
             ``options`` metadata (a JSON object) where it has one.
-        onnx: an exported .onnx file to run through onnxruntime instead of Keras.
+        onnx: an exported .onnx file to run through `backend` instead of Keras.
+        backend: onnxruntime or openvino (OpenVINO compiles the same file for the CPU).
+        parity_limits: with openvino, the rule its first batch must meet against onnxruntime
+            (ValueError naming the figures when broken); None: compared and kept in `parity`,
+            not judged.
         mc_samples: Monte Carlo dropout samples (bayes_segnet): adds an uncertainty map.
         seed: seed of the Monte Carlo dropout masks.
     """
@@ -72,17 +85,37 @@ class Segmenter:
         onnx: str | os.PathLike | None = None,
         mc_samples: int | None = None,
         seed: int = 0,
+        backend: str = "onnxruntime",
+        parity_limits: ParityLimits | None = None,
     ) -> None:
         self.options = dict(options or {})
         self.mc_samples = mc_samples
         self.seed = seed
         self.session = None
         self.model = None
+        self.backend = backend if onnx is not None else "keras"
+        self.parity_limits = parity_limits
+        #: openvino: its first batch against onnxruntime's (None until then, or without it).
+        self.parity: Parity | None = None
+        self._reference = None  # the onnxruntime session of the parity check
+        if backend not in ONNX_BACKENDS:
+            raise ValueError(
+                f"--backend must be one of {', '.join(ONNX_BACKENDS)}; got {backend!r}"
+            )
+        if backend != "onnxruntime" and onnx is None:
+            raise ValueError(f"--backend {backend} runs an exported file: give --onnx FILE")
         if mc_samples is not None and onnx is not None:
             raise ValueError("--mc-samples runs the Keras model; it cannot be combined with --onnx")
         if onnx is not None:
-            self.session = onnx_session(onnx)
-            meta = self.session.get_modelmeta().custom_metadata_map
+            if backend == "openvino":
+                self.session = openvino_model(onnx)
+                meta = self.session.metadata
+                static = list(self.session.input_shape)
+            else:
+                self.session = onnx_session(onnx)
+                meta = self.session.get_modelmeta().custom_metadata_map
+                static = self.session.get_inputs()[0].shape
+            self._onnx_path = str(onnx)
             name = _model_from_metadata(onnx, meta, name)
             for key, value in _options_from_metadata(onnx, meta).items():
                 self.options.setdefault(key, value)
@@ -97,7 +130,6 @@ class Segmenter:
                 f"--mc-samples is for bayes_segnet (Monte Carlo dropout); got model {name!r}"
             )
         if self.session is not None:
-            static = self.session.get_inputs()[0].shape
             layout_nchw = meta.get("layout") == "NCHW"
             dims = static[2:4] if layout_nchw else static[1:3]
             onnx_size = tuple(dims) if all(isinstance(d, int) for d in dims) else None
@@ -120,11 +152,14 @@ class Segmenter:
         batch = batch.astype(np.float32)
         uncertainty = None
         if self.session is not None:
-            fixed = self.session.get_inputs()[0].shape[0]
+            fixed = self._static_batch()
             step = fixed if isinstance(fixed, int) and fixed > 0 else len(batch)
+            run = run_openvino if self.backend == "openvino" else run_onnx
             scores = np.concatenate(
-                [run_onnx(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
+                [run(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
             )
+            if self.backend == "openvino" and self.parity is None:
+                self._check_parity(batch[:step], scores[:step])
         elif self.mc_samples is not None:
             scores, uncertainty = mc_predict(
                 self.model, batch, samples=self.mc_samples, seed=self.seed
@@ -147,6 +182,29 @@ class Segmenter:
                 unc = resize_map(np.asarray(uncertainty[i], np.float32), size)
             results.append(Prediction(train_ids, unc))
         return results
+
+    def _static_batch(self) -> int | None:
+        """The ONNX file's fixed batch size, or None when it is dynamic."""
+        if self.backend == "openvino":
+            return self.session.input_shape[0]
+        fixed = self.session.get_inputs()[0].shape[0]
+        return fixed if isinstance(fixed, int) else None
+
+    def _check_parity(self, batch: np.ndarray, scores: np.ndarray) -> None:
+        """OpenVINO's first batch against onnxruntime's (CPU) on the same images."""
+        if self._reference is None:
+            self._reference = onnx_session(self._onnx_path, providers=["CPUExecutionProvider"])
+        reference = run_onnx(self._reference, batch)
+        self.parity = compare_outputs(scores, reference)
+        if self.parity_limits is None:
+            return
+        precision = self.session.metadata.get("precision", "float32")
+        errors = self.parity.errors(*self.parity_limits(precision, self.parity.logit_scale))
+        if errors:
+            raise ValueError(
+                f"OpenVINO's output for {self._onnx_path!r} differs from onnxruntime's on the "
+                f"first batch: {'; '.join(errors)}; run it with --backend onnxruntime"
+            )
 
 
 def _model_from_metadata(onnx: str | os.PathLike, meta: dict[str, str], name: str | None) -> str:

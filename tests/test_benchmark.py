@@ -169,6 +169,19 @@ def test_rows_round_trip_and_csv_columns_are_row_fields():
         rows[0].record({"mean": 1.0})
 
 
+def test_default_backends_are_onnxruntime_and_openvino():
+    """The default CPU table sets onnxruntime and OpenVINO side by side (where it is installed)."""
+    from bench.inference import DEFAULT_BACKENDS, resolve_backends
+    from inference.openvino_backend import openvino_missing
+
+    assert benchmark.build_parser().parse_args([]).backends is None
+    assert DEFAULT_BACKENDS == ("onnxruntime", "openvino")
+    want = ["onnxruntime"] if openvino_missing() else ["onnxruntime", "openvino"]
+    assert resolve_backends(None) == want
+    assert resolve_backends(["tf", "onnxruntime"]) == ["tf", "onnxruntime"]
+    assert benchmark.build_parser().parse_args(["--backends", "openvino"]).backends == ["openvino"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
