@@ -79,6 +79,17 @@ def check_providers(session: Any, asked: Sequence[str]) -> list[str]:
     return obtained
 
 
+def nhwc_batch(images: np.ndarray) -> np.ndarray:
+    """`images` as an (N, H, W, 3) batch (one (H, W, 3) image gets a batch axis); ValueError
+    for any other shape."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (N, H, W, 3) RGB; got shape {images.shape!r}")
+    return images
+
+
 def run_onnx(session: Any, images: np.ndarray) -> np.ndarray:
     """Run an exported file on NHWC RGB images in [0, 255] (uint8 or float); return NHWC results.
 
@@ -89,11 +100,7 @@ def run_onnx(session: Any, images: np.ndarray) -> np.ndarray:
         session: from onnx_session().
         images: (N, H, W, 3) or (H, W, 3) array.
     """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3) RGB; got shape {images.shape!r}")
+    images = nhwc_batch(images)
     meta = session.get_modelmeta().custom_metadata_map
     nchw = meta.get("layout", "NHWC") == "NCHW"
     feed = images.astype(np.float32)

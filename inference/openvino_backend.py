@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from inference.onnx_backend import nhwc_batch
+
 #: The package to install when OpenVINO is missing (requirements-base.txt pins it).
 PACKAGE = "openvino==2026.4.1"
 
@@ -151,11 +153,7 @@ def run_openvino(compiled: OpenVINOModel, images: np.ndarray) -> np.ndarray:
         compiled: from openvino_model().
         images: (N, H, W, 3) or (H, W, 3) array.
     """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3) RGB; got shape {images.shape!r}")
+    images = nhwc_batch(images)
     feed = np.asarray(images, dtype=np.float32)
     if compiled.nchw:
         feed = np.ascontiguousarray(feed.transpose(0, 3, 1, 2))
