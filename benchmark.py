@@ -12,6 +12,8 @@ the other figures, into the same folder:
   fit      learning check: inference- against training-mode mIoU after brief training
            (bench.fit), without and with precise batch norm
   eval     our evaluator against the official cityscapesscripts one (bench.eval)
+  study    train, evaluate (accuracy, robustness, calibration), export and time each model:
+           study.{md,csv,json,png}, accuracy against latency with the Pareto front (bench.study)
 
 Timing follows trtexec: warm up for --warmup seconds (at least one call), then time calls one
 by one until --min-iters calls AND --min-duration seconds are reached; the --budget (whole run,
@@ -375,6 +377,81 @@ def _add_eval_command(sub: Any) -> None:
     add_output_dir(ev, "benchmark_eval.{md,csv,json}")
 
 
+def _add_study_command(sub: Any) -> None:
+    """`study`: the comparison the suite exists for."""
+    st = sub.add_parser(
+        "study",
+        help="train, evaluate, export and time each model; one table and plot",
+        formatter_class=HelpFormatter,
+        description="For each model: train it with its recipe (or take its weights from "
+        "--weights-dir), evaluate it on the val split (official mIoU and iIoU, corruptions, "
+        "calibration, safety classes), export it to ONNX and time it on every backend present; "
+        "then write study.{md,csv,json} and study.png (mIoU against latency, Pareto front) into "
+        "--output-dir. Each stage runs as its own command into OUTPUT/study/MODEL/ and is "
+        "skipped when found finished, so rerunning an interrupted study continues it. "
+        "scripts/slurm_study.sh runs it as a SLURM job array, one model per task.",
+        epilog="Examples:\n"
+        "  python benchmark.py study --synthetic --models fastscnn bisenetv2 --corruptions fog "
+        "--severities 1,3\n"
+        "  python benchmark.py study -p $CITYSCAPES_DATASET --models pidnet ddrnet "
+        "--output-dir runs/study_full\n"
+        "  python benchmark.py study -p $CITYSCAPES_DATASET --weights-dir trained/ --no-corruptions",
+    )
+    add_dataset_args(st, coarse=False, skip_bad=False)
+    st.add_argument(
+        "--models", nargs="+", default=None, metavar="MODEL",
+        help="models (NAME or NAME:key=value,..., e.g. pidnet:variant=m); default: every "
+        "registered model with its default options",
+    )  # fmt: skip
+    st.add_argument(
+        "--weights-dir", default=None, metavar="DIR",
+        help="take trained weights from DIR (MODEL.weights.h5, MODEL.keras or a train.py folder "
+        "MODEL/last.weights.h5, or an earlier study's OUTPUT/study/ folder; MODEL with options as pidnet_variant-m) instead of training",
+    )  # fmt: skip
+    st.add_argument("-e", "--epochs", type=positive_int, default=None,
+                    help="training epochs (default: the recipe's; --synthetic: 2)")  # fmt: skip
+    st.add_argument("--crop", type=parse_target_size, default=None, metavar="H,W",
+                    help="training crop (default: the recipe's; --synthetic: --size)")  # fmt: skip
+    st.add_argument("-b", "--batch-size", type=positive_int, default=None,
+                    help="training batch (default: the recipe's; --synthetic: 2)")  # fmt: skip
+    st.add_argument(
+        "--size", type=parse_target_size, default=None, metavar="H,W",
+        help="input size of evaluation, export and timing (default: 1024,2048, Cityscapes' "
+        "full size; --synthetic: 128,256, also the generated images' size)",
+    )  # fmt: skip
+    st.add_argument(
+        "--backends", type=backends_arg, default=None,
+        help="backends to time (default: onnxruntime, OpenVINO where installed, TensorRT where "
+        "its Python package is installed)",
+    )  # fmt: skip
+    st.add_argument("--budget", type=non_negative_float, default=60.0,
+                    help="seconds of timing per model, over its backends")  # fmt: skip
+    st.add_argument(
+        "--corruptions", nargs="+", default=[], metavar="NAME",
+        help="corruptions of the robustness evaluation (default: all nine of evaluate.py "
+        "--corruptions)",
+    )  # fmt: skip
+    st.add_argument("--severities", default=None, metavar="S,S,...",
+                    help="severities 1-5 of each corruption (default: all five)")  # fmt: skip
+    st.add_argument("--no-corruptions", action="store_true",
+                    help="evaluate clean images only")  # fmt: skip
+    st.add_argument("--mc-samples", type=non_negative_int, default=8,
+                    help="Monte Carlo dropout samples of bayes_segnet's uncertainty (0: none)")  # fmt: skip
+    st.add_argument("--classes", default="cityscapes19",
+                    choices=("cityscapes19", "categories", "rail20"),
+                    help="class set trained and scored")  # fmt: skip
+    st.add_argument("--seed", type=int, default=0, help="seed of training and corruptions")
+    st.add_argument("--task", type=non_negative_int, default=None, metavar="I",
+                    help="run only model I (0-based) of --models and write no report (one task "
+                    "of a job array)")  # fmt: skip
+    st.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the report from the stages found finished")  # fmt: skip
+    st.add_argument("--list", action="store_true",
+                    help="print the study's models, one per line, and exit (prepares a "
+                    "--synthetic tree first)")  # fmt: skip
+    add_output_dir(st, "study.{md,csv,json,png} and the stages under study/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark.py parser: inference options at the top level, then the subcommands."""
     parser = make_parser(__doc__)
@@ -387,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_timing_args(parser)
     sub = parser.add_subparsers(
         dest="command",
-        metavar="{models,train,data,fit,eval}",
+        metavar="{models,train,data,fit,eval,study}",
         help="other figures (default: the inference benchmark)",
     )
 
@@ -396,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_command(sub)
     _add_fit_command(sub)
     _add_eval_command(sub)
+    _add_study_command(sub)
     return parser
 
 
@@ -595,6 +673,73 @@ def evaluation(args: argparse.Namespace, argv: list[str] | None) -> None:
     _print_summary(table, args.output_dir, "benchmark_eval")
 
 
+def study(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`study`: train, evaluate, export and time each model; the table and the plot."""
+    # after parsing: keeps --help and usage errors instant
+    from bench.study import StudyConfig, run_study, study_root, text_summary, write_report
+
+    severities = None
+    if args.severities:
+        try:
+            severities = [int(s) for s in args.severities.split(",") if s.strip()]
+        except ValueError:
+            severities = []
+        if not severities or any(not 1 <= s <= 5 for s in severities):
+            raise ValueError(
+                f"--severities takes numbers 1 to 5 like 1,3,5; got {args.severities!r}"
+            )
+    if args.no_corruptions and (args.corruptions or severities):
+        raise ValueError(
+            "--no-corruptions evaluates clean images only: drop --corruptions/--severities"
+        )
+    from bench.models import default_specs
+
+    specs = model_specs(args.models) or list(dict.fromkeys((n, ()) for n, _ in default_specs()))
+    config = StudyConfig(
+        output_dir=args.output_dir,
+        models=[(n, dict(o)) for n, o in specs],
+        root=args.path,
+        synthetic=bool(args.synthetic),
+        weights_dir=args.weights_dir,
+        epochs=args.epochs,
+        crop=args.crop,
+        batch=args.batch_size,
+        size=args.size,
+        backends=args.backends,
+        budget_s=args.budget,
+        corruptions=None if args.no_corruptions else list(args.corruptions),
+        severities=severities,
+        mc_samples=args.mc_samples,
+        classes=args.classes,
+        seed=args.seed,
+        command=command_line(argv),
+    )
+    check_writable_dir(args.output_dir)
+    if args.list:  # what scripts/slurm_study.sh submits: checked and prepared here
+        from bench.study import given_weights, study_models
+
+        models = study_models(config)
+        for model in models:
+            given_weights(config, model)
+        study_root(config)
+        print("\n".join(m.label for m in models))
+        return 0
+    if args.report_only:
+        paths = write_report(config)
+        failures: list[str] = []
+    else:
+        failures, paths = run_study(
+            config, log=lambda line: print(line, flush=True), task=args.task,
+            report=args.task is None,
+        )  # fmt: skip
+    if paths:
+        print(text_summary(config))
+        print(f"results in {Path(args.output_dir)}/study.{{md,csv,json,png}}")
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def _print_summary(table: str, output_dir: str, stem: str) -> None:
     """Print a subcommand's table and where its files went."""
     print(table)
@@ -607,6 +752,7 @@ COMMANDS = {
     "data": data,
     "fit": fit,
     "eval": evaluation,
+    "study": study,
     None: inference,
 }
 
@@ -625,8 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen benchmark."""
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
-    COMMANDS[args.command](args, argv)
-    return 0
+    return COMMANDS[args.command](args, argv) or 0
 
 
 if __name__ == "__main__":
