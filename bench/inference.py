@@ -23,8 +23,9 @@ from typing import Any
 
 from bench.jobs import JobSpec, run_job_subprocess, tensorrt_available
 from bench.report import write_reports
+from bench.roofline import roofline
 from bench.rows import CPU_RUNTIMES, Row, job_rows, spec_label
-from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S, dense_peak
+from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S, copy_bandwidth, dense_peak
 from utils.io import check_writable_dir
 from utils.machine import machine_info
 
@@ -40,26 +41,21 @@ CONVENTIONS = (
     "GMACs: multiply-accumulates of the convolution, matmul and einsum ops of the traced "
     "inference graph (bench/flops.py); GFLOPs = 2 x GMACs; element-wise ops (batch norm, "
     "activations, additions, resizing, pooling) are not counted. Latency: one call on one "
-    "batch of generated float32 images already in memory, output fetched. images/s = batch / "
-    "mean latency. GFLOP/s = GFLOPs per batch / mean latency. % mm peak = GFLOP/s / the best "
-    "float32 2048x2048 matmul rate (numpy BLAS or onnxruntime MLAS) measured at the start and "
-    "end of the same run; % conv peak = GFLOP/s / the best dense rate seen in the run, the "
-    "matmuls and a 3x3 256->256 convolution on 128x128 through onnxruntime, which also runs "
-    "for 1 s before every job (onnxruntime's blocked convolution outruns its matmul on this "
-    "CPU, so a network can exceed the matmul figure). CPU backends only. Peak memory: the "
-    "job's resident-set high-water mark (VmHWM, reset after the model is loaded, read after "
-    "the timed loop), in a fresh process per job; an "
-    "onnxruntime job's process holds onnxruntime, onnx and numpy, no TensorFlow. Overhead: timing loop plus "
-    "feeding (one call of a graph that reads one element of the same input through the same "
-    "backend), as a share of the mean latency. Ran on: what actually executed the job, "
-    "onnxruntime's session.get_providers() (a job fails when onnxruntime falls back from a "
-    "provider it asked for) or OpenVINO's EXECUTION_DEVICES. OpenVINO compiles the same ONNX "
-    "file with PERFORMANCE_HINT LATENCY and INFERENCE_PRECISION_HINT f32 (--threads sets "
-    "INFERENCE_NUM_THREADS); its output on the timed input is compared with onnxruntime's "
-    "(max |logit diff|, argmax agreement) under deploy/checks.py's rule, and a row that breaks "
-    "it fails. CPU runtimes: onnxruntime's against OpenVINO's median latency on the same file; "
-    "'fastest (N.NNx)' marks the faster of the two and how many times faster it is, the other "
-    "row shows its own ratio (< 1)."
+    "batch of generated float32 images already in memory, output fetched; every throughput "
+    "figure (images/s, GFLOP/s, the % of peak and roofline columns) comes from the MEDIAN "
+    "latency, so one slow call among many does not pull it down (before this run's version "
+    "images/s and GFLOP/s came from the mean). Peaks: the best float32 2048x2048 matmul rate "
+    "(numpy BLAS or onnxruntime MLAS) at the start and end of the run, and the best dense rate "
+    "seen in the run (those matmuls and a 3x3 256->256 convolution on 128x128 through "
+    "onnxruntime, which also runs for 1 s before every job; onnxruntime's blocked convolution "
+    "outruns its matmul on this CPU, so a network can exceed the matmul figure). Copy "
+    "bandwidth: the best numpy copy of 256 MiB (bytes read + written per second, one thread "
+    "and split over the cores) at the start and end of the run. Traffic: bytes the exported "
+    "ONNX graph's nodes read and write at the shapes of ONNX shape inference, plus the weights "
+    "once (bench/roofline.py): what a runtime that fuses nothing and caches nothing between "
+    "nodes would move. Every job runs in a fresh process (peak memory is its own; an "
+    "onnxruntime job's process holds onnxruntime, onnx and numpy, no TensorFlow). The "
+    "column notes below say what each column is."
 )
 
 
@@ -226,6 +222,7 @@ def _prepare_group(
             for row in rows:
                 if row.backend in ONNX_BACKENDS:
                     row.export, row.export_s = how, time.monotonic() - t0
+            _describe_export(onnx_path, rows)
         if any(row.backend == "openvino" for row in rows):
             # deploy's parity rule: only a run with OpenVINO rows needs it (it imports onnx)
             from deploy.checks import jumps_at_pooling_ties
@@ -239,6 +236,24 @@ def _prepare_group(
             row.status = f"error building/exporting: {type(exc).__name__}: {exc}"
     keras.backend.clear_session()
     gc.collect()
+
+
+def _describe_export(onnx_path: Path, rows: list[Row]) -> None:
+    """Record what the export is, on every row of its group: the bytes a call moves (the
+    roofline's traffic) and whether it passes the TensorRT-construct scan."""
+    # deploy's scan and the traffic count read the file with onnx: only a run with an export
+    from bench.roofline import onnx_traffic
+    from deploy.checks import find_trt_incompatibilities
+
+    traffic = onnx_traffic(onnx_path)
+    problems = find_trt_incompatibilities(onnx_path)
+    for row in rows:
+        row.traffic_mb = traffic.total_bytes / 1e6
+        row.weight_mb = traffic.weight_bytes / 1e6
+        row.tensorrt_ready = not problems
+        row.tensorrt_problems = problems
+        if traffic.unknown:
+            row.note = f"{len(traffic.unknown)} tensor(s) of unknown shape left out of the traffic"
 
 
 def build_jobs(
@@ -311,7 +326,7 @@ def _needs_profile(config: InferenceConfig, row: Row, peaks_during: list[float])
         and row.backend == "onnxruntime"
         and row.ok
         and not row.profile
-        and row.gflops * row.batch / (row.mean_ms / 1e3) < 0.5 * max(peaks_during)
+        and row.gflops * row.batch / (row.median_ms / 1e3) < 0.5 * max(peaks_during)
     )
 
 
@@ -407,8 +422,10 @@ def finish_rows(
     min_iters: int,
     min_duration_s: float,
     matmul_peak_gflops: float | None = None,
+    bandwidth_gbs: float | None = None,
 ) -> None:
-    """Add achieved GFLOP/s, % of peak, speed-up over the TF graph and notes to every row."""
+    """Add achieved GFLOP/s, % of peak, the roofline (bench.roofline: `peak_gflops` and
+    `bandwidth_gbs`), speed-up over the TF graph and notes to every row."""
     tf_median = {r.group: r.median_ms for r in rows if r.backend == "tf" and r.ok}
     cpu_median = {
         (r.group, r.backend): r.median_ms
@@ -426,12 +443,21 @@ def finish_rows(
             row.speedup_vs_other_cpu_runtime = ratio
             row.fastest_cpu_runtime = ratio >= 1.0
         on_gpu = row.on_gpu
-        achieved = row.gflops * row.batch / (row.mean_ms / 1e3)
+        achieved = row.gflops * row.batch / (row.median_ms / 1e3)
         row.achieved_gflops_per_s = achieved
         row.pct_of_peak = None if on_gpu else 100.0 * achieved / peak_gflops
         row.pct_of_matmul_peak = (
             None if on_gpu or not matmul_peak_gflops else 100.0 * achieved / matmul_peak_gflops
         )
+        if not on_gpu and bandwidth_gbs and row.traffic_mb and row.gflops:
+            roof = roofline(
+                row.gflops * row.batch * 1e9, row.traffic_mb * 1e6, peak_gflops * 1e9,
+                bandwidth_gbs * 1e9,
+            )  # fmt: skip
+            row.arithmetic_intensity = roof.intensity
+            row.roofline_bound_ms = 1e3 * roof.bound_s
+            row.roofline_share_pct = roof.share_pct(row.median_ms / 1e3)
+            row.bound_by = roof.bound_by
         row.speedup_vs_tf = tf_median[row.group] / row.median_ms if row.group in tf_median else None
     ort_pct = {
         r.group: r.pct_of_matmul_peak
@@ -440,7 +466,8 @@ def finish_rows(
     }
     for row in rows:
         if row.ok:
-            row.note = "; ".join(_notes(row, min_iters, min_duration_s, ort_pct.get(row.group)))
+            notes = _notes(row, min_iters, min_duration_s, ort_pct.get(row.group))
+            row.note = "; ".join([*([row.note] if row.note else []), *notes])
 
 
 def _notes(
@@ -540,14 +567,17 @@ def run_inference(
     load = LoadMeter()
     machine = machine_info()
     peak_start = dense_peak(seconds=2.0, threads=config.threads)
+    bandwidth_start = copy_bandwidth(threads=config.threads)
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
         jobs = build_jobs(config, specs, Path(workdir), progress)
         peaks_during = time_jobs(config, jobs, Path(workdir), deadline, trt_missing, progress)
     peak_end = dense_peak(seconds=2.0, threads=config.threads)
+    bandwidth_end = copy_bandwidth(threads=config.threads)
+    bandwidth = max(bandwidth_start["best_gbs"], bandwidth_end["best_gbs"])
     peak = max(peak_start["peak_gflops"], peak_end["peak_gflops"], *peaks_during)
     matmul_peak = max(peak_start["matmul_peak_gflops"], peak_end["matmul_peak_gflops"])
     rows = [row for row, _ in jobs]
-    finish_rows(rows, peak, config.min_iters, config.min_duration_s, matmul_peak)
+    finish_rows(rows, peak, config.min_iters, config.min_duration_s, matmul_peak, bandwidth)
     meta = {
         "command": config.command,
         "date_utc": utc_now(),
@@ -557,6 +587,10 @@ def run_inference(
         "peak_during_gflops": peaks_during,
         "peak_gflops": peak,
         "matmul_peak_gflops": matmul_peak,
+        "copy_bandwidth_start": bandwidth_start,
+        "copy_bandwidth_end": bandwidth_end,
+        "copy_bandwidth_gbs": bandwidth,
+        "ridge_flop_per_byte": peak / bandwidth,
         "other_processes_cpu_pct": load.other_cpu_pct(),
         "load_average_end": list(os.getloadavg()),
         "wall_s": time.monotonic() - t_start,

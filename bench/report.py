@@ -1,16 +1,34 @@
-"""Reports of the benchmarks: markdown and text tables, CSV, JSON, plots and machine lines."""
+"""Reports of the benchmarks: markdown and text tables, CSV, JSON and machine lines; the plots
+are bench/plots.py's (`plot_latency`, `plot_pareto`, re-exported here).
+
+The inference benchmark has two tables: the compact one for the terminal (COMPACT_COLUMNS:
+what someone choosing a model reads first) and the full one for the markdown page
+(TABLE_COLUMNS), whose every column is explained by `column_notes` under it; the CSV and JSON
+hold every field of bench.rows.Row.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.plots import plot_latency, plot_pareto
 from bench.rows import BACKEND_NAMES, CPU_RUNTIMES, CSV_COLUMNS, Row
 from utils.io import atomic_path, write_json, write_text
-from utils.machine import describe_machine
+from utils.machine import describe_machine, measured_on
+
+__all__ = [
+    "load_accuracy_results",
+    "plot_latency",
+    "plot_pareto",
+    "render_markdown",
+    "text_summary",
+    "write_reports",
+]
 
 # --------------------------------------------------------------------------- tables and files
 
@@ -31,14 +49,31 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned table for the terminal."""
+def _numeric(cell: str) -> bool:
+    """Whether a cell is a figure ('1,234.5', '12.0~', '-'), which a table aligns right."""
+    return cell.strip("~*%x").replace(",", "").replace(".", "", 1).lstrip("-").isdigit()
+
+
+def text_table(header: list[str], rows: list[list[str]], align_numbers: bool = False) -> str:
+    """A plain aligned table for the terminal; with `align_numbers`, columns whose cells are
+    all figures (or '-') are aligned right."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    right = [
+        align_numbers
+        and any(_numeric(r[i]) for r in rows)
+        and all(_numeric(r[i]) or r[i] == "-" for r in rows)
+        for i in range(len(header))
+    ]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ).rstrip()
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
     return "\n".join(out)
 
 
@@ -61,12 +96,19 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Iterable[s
             writer.writerow({k: _csv_value(row.get(k)) for k in columns})
 
 
+def _not_a_jetson(machine: dict[str, Any]) -> str:
+    """'this CPU, not a Jetson' (or 'not a Jetson' on a GPU machine, nothing on a Jetson)."""
+    if machine.get("jetson"):
+        return "a Jetson"
+    return "not a Jetson" if machine.get("gpus") else "this CPU, not a Jetson"
+
+
 def machine_lines(meta: dict[str, Any]) -> list[str]:
     """Markdown lines naming the machine, versions, command and load."""
     m = meta["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [
-        f"- Machine: {describe_machine(m)} ({m['os']})",
+        f"- Machine: {describe_machine(m)} ({m['os']}); {_not_a_jetson(m)}",
         f"- Libraries: {versions}",
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['date_utc']}; wall time {meta.get('wall_s', 0):.0f} s",
@@ -108,13 +150,27 @@ def _timed(fn: Callable[[Row], str]) -> Callable[[Row], str]:
     return lambda r: fn(r) if r.ok else "-"
 
 
-#: The inference table: (header, cell) per column, the same for markdown and the terminal.
+def _backend_cell(row: Row) -> str:
+    """The backend's table name, with NCHW when the export takes NCHW input."""
+    return BACKEND_NAMES.get(row.backend, row.backend) + (" NCHW" if row.layout == "NCHW" else "")
+
+
+def _trt_cell(row: Row) -> str:
+    """'yes', 'no (N problems)' or '-' (no export to scan)."""
+    if row.tensorrt_ready is None:
+        return "-"
+    return "yes" if row.tensorrt_ready else f"no ({len(row.tensorrt_problems or [])})"
+
+
+def _miou_cell(row: Row) -> str:
+    """mIoU in percent, or '-'."""
+    return "-" if row.miou is None else f"{100 * row.miou:.1f}"
+
+
+#: The inference table of the markdown page: (header, cell) per column.
 TABLE_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("model", lambda r: r.model),
-    (
-        "backend",
-        lambda r: BACKEND_NAMES.get(r.backend, r.backend) + (" NCHW" if r.layout == "NCHW" else ""),
-    ),
+    ("backend", _backend_cell),
     ("ran on", lambda r: r.ran_on or "-"),
     ("precision", lambda r: r.precision),
     ("input", lambda r: f"{r.height}x{r.width}"),
@@ -129,14 +185,124 @@ TABLE_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
     ("GFLOP/s", _timed(lambda r: fmt(r.achieved_gflops_per_s, 1))),
     ("% mm peak", _timed(lambda r: fmt(r.pct_of_matmul_peak, 0))),
     ("% conv peak", _timed(lambda r: fmt(r.pct_of_peak, 0))),
+    ("MB moved", lambda r: fmt(r.traffic_mb, 0)),
+    ("FLOP/B", lambda r: fmt(r.arithmetic_intensity, 1)),
+    ("bound by", lambda r: r.bound_by or "-"),
+    ("roofline ms", _timed(lambda r: fmt(r.roofline_bound_ms))),
+    ("% roofline", _timed(lambda r: fmt(r.roofline_share_pct, 0))),
     ("x TF graph", _timed(lambda r: fmt(r.speedup_vs_tf, 2))),
     ("CPU runtimes", _timed(lambda r: _cpu_runtime_cell(r))),
+    ("TRT-ready", _trt_cell),
+    ("mIoU %", _miou_cell),
     ("peak RSS MB", _timed(lambda r: fmt(r.peak_rss_mb, 0))),
     ("timed calls", _timed(lambda r: f"{'-' if r.iterations is None else r.iterations}")),
     ("overhead %", _timed(lambda r: fmt(r.overhead_pct, 2))),
     ("notes", lambda r: r.note),
 )
 TABLE_HEADER = [header for header, _ in TABLE_COLUMNS]
+
+#: Marks in the compact table's cells.
+FASTER_MARK, BUDGET_MARK = "*", "~"
+
+#: The compact terminal table: what someone choosing a model reads first.
+COMPACT_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
+    ("model", lambda r: r.model),
+    ("backend", lambda r: _backend_cell(r) + (FASTER_MARK if r.fastest_cpu_runtime else "")),
+    ("precision", lambda r: r.precision),
+    ("params (M)", lambda r: fmt(r.params and r.params / 1e6, 2)),
+    ("GFLOPs/img", lambda r: fmt(r.gflops, 1)),
+    (
+        "median ms",
+        _timed(lambda r: (BUDGET_MARK if r.budget_limited else "") + fmt(r.median_ms)),
+    ),
+    ("p90 ms", _timed(lambda r: fmt(r.p90_ms))),
+    ("img/s", _timed(lambda r: fmt(r.images_per_s, 2))),
+    ("TRT-ready", _trt_cell),
+    ("mIoU %", _miou_cell),
+)
+#: Columns the compact table adds when the run has more than one input size or batch.
+COMPACT_SHAPE_COLUMNS: tuple[tuple[str, Callable[[Row], str]], ...] = (
+    ("input", lambda r: f"{r.height}x{r.width}"),
+    ("batch", lambda r: str(r.batch)),
+)
+
+
+def column_notes(meta: Mapping[str, Any]) -> dict[str, str]:
+    """What each column of the inference tables is (every header of TABLE_COLUMNS)."""
+    mm, dense = meta.get("matmul_peak_gflops"), meta.get("peak_gflops")
+    bandwidth, ridge = meta.get("copy_bandwidth_gbs"), meta.get("ridge_flop_per_byte")
+    mm_text = f"{mm:.0f} GFLOP/s in this run" if mm else "measured in the same run"
+    dense_text = f"{dense:.0f} GFLOP/s in this run" if dense else "measured in the same run"
+    bw_text = f"{bandwidth:.1f} GB/s in this run" if bandwidth else "measured in the same run"
+    ridge_text = f"{ridge:.1f} FLOP/byte here" if ridge else "peak / bandwidth"
+    return {
+        "model": "registered model name (models.MODELS), with its builder options when given",
+        "backend": "the runtime: TF graph (tf.function), TF + XLA (jit_compile=True), or "
+        "onnxruntime / OpenVINO / TensorRT running the same exported ONNX file; NCHW when the "
+        f"export takes NCHW input. In the terminal table {FASTER_MARK} marks the faster of "
+        "onnxruntime and OpenVINO for the model",
+        "ran on": "what actually executed the job: onnxruntime's session.get_providers() (a "
+        "job fails when onnxruntime falls back from a provider it asked for), OpenVINO's "
+        "EXECUTION_DEVICES, TensorFlow's device",
+        "precision": "the arithmetic: fp32, fp16 (float16 export or TensorRT/mixed_float16) "
+        "or bf16",
+        "input": "input height x width in pixels (1024x2048 is Cityscapes' full size)",
+        "batch": "images per call",
+        "params (M)": "trainable parameters in millions, as papers count them (no batch-norm "
+        "moving statistics)",
+        "GFLOPs/img": "2 x the multiply-accumulates per image of the convolution, matmul and "
+        "einsum ops of the traced graph (bench/flops.py); element-wise ops not counted",
+        "mean ms": "mean latency of the timed calls (one call: one batch already in memory, "
+        "output fetched)",
+        "median ms": "median latency of the timed calls; every throughput column is computed "
+        f"from it. In the terminal table {BUDGET_MARK} marks a budget-limited row (fewer "
+        "calls or seconds than the timing rule wants; its notes say how many)",
+        "p90 ms": "90th percentile of the timed calls' latency (linear interpolation)",
+        "p99 ms": "99th percentile of the timed calls' latency (linear interpolation)",
+        "img/s": "images per second FROM THE MEDIAN latency: 1000 x batch / median ms (before "
+        "this version it came from the mean, which one slow call among many pulls down)",
+        "GFLOP/s": "GFLOPs per call / median latency",
+        "% mm peak": "GFLOP/s as a share of the best float32 2048x2048 matmul rate (numpy BLAS "
+        f"or onnxruntime MLAS, start and end of the run: {mm_text}); CPU rows only",
+        "% conv peak": "GFLOP/s as a share of the best dense rate seen in the run (those "
+        "matmuls or a 3x3 256->256 onnxruntime convolution, also run for 1 s before every "
+        f"job: {dense_text}); CPU rows only",
+        "MB moved": "MB (1e6 bytes) one call of the exported ONNX graph reads and writes: "
+        "each node's input and output tensors at the shapes of ONNX shape inference, plus the "
+        "weights once (bench/roofline.py); a runtime that fuses nodes or keeps tensors in "
+        "cache moves less. '-' without an export",
+        "FLOP/B": "arithmetic intensity: FLOPs per call / bytes moved per call; below the "
+        f"ridge point (dense peak / copy bandwidth, {ridge_text}) a call is memory-bound",
+        "bound by": "memory (intensity below the ridge point: the copy bandwidth limits it) or "
+        "compute (the dense peak limits it)",
+        "roofline ms": "the roofline bound: max(FLOPs / dense peak, bytes moved / copy "
+        f"bandwidth); the copy bandwidth is the best numpy copy of 256 MiB ({bw_text}, bytes "
+        "read + written per second); the least time a call could take on this machine",
+        "% roofline": "roofline ms / median ms: how close the row comes to its bound (100: at "
+        "the roof). For a memory-bound model this is the honest efficiency figure, where the "
+        "% of peak columns would only say that arithmetic is not what limits it. Above 100: the "
+        "runtime moved fewer bytes than the graph's count (fused nodes, tensors kept in cache)",
+        "x TF graph": "the TF graph's median latency / this row's (same model, size, batch); "
+        "'-' when the TF graph was not timed",
+        "CPU runtimes": "onnxruntime's against OpenVINO's median latency on the same file: "
+        "'fastest (N.NNx)' on the faster of the two and how many times faster it is, the "
+        "other row its own ratio (< 1)",
+        "TRT-ready": "whether the export passed deploy/checks.py's TensorRT-construct scan "
+        "(every op in TensorRT 8.4's ONNX parser support matrix, no MaxPool indices, no "
+        "half-pixel nearest resize, constant conv weights, ...): 'yes', or 'no (N)' with N "
+        "problems (listed in the JSON's tensorrt_problems); not an engine build",
+        "mIoU %": "the model's mean IoU from an evaluate.py result or study.json in the output "
+        "folder (file in the CSV's miou_source), '-' where there is none. The benchmark's own "
+        "models are randomly initialised: their speed does not depend on the weights",
+        "peak RSS MB": "the job's resident-set high-water mark (VmHWM, reset after the model "
+        "is loaded, read after the timed loop), in a fresh process per job",
+        "timed calls": "number of timed calls (after the warm-up)",
+        "overhead %": "the harness's own cost per call (timing loop plus feeding: one call of "
+        "a graph that reads one element of the same input through the same backend) as a "
+        "share of the mean latency",
+        "notes": "budget limits, harness overhead, parity with onnxruntime (OpenVINO rows), "
+        "slow spots and onnxruntime's time by op type where profiled",
+    }
 
 
 def _cpu_runtime_cell(row: Row) -> str:
@@ -186,7 +352,7 @@ def _cpu_runtime_lines(rows: list[Row]) -> list[str]:
 
 
 def row_cells(row: Row) -> list[str]:
-    """One table row's cells."""
+    """One row's cells of the markdown table."""
     return [cell(row) for _, cell in TABLE_COLUMNS]
 
 
@@ -196,14 +362,17 @@ def _rows(report: Mapping[str, Any]) -> list[Row]:
 
 
 def write_reports(report: Mapping[str, Any], out_dir: Path, stem: str) -> dict[str, Path]:
-    """Write STEM.json, STEM.csv, STEM.md and STEM.png (and the accuracy plot when possible)."""
+    """Write STEM.json, STEM.csv, STEM.md and STEM.png, and STEM_accuracy.png when the folder
+    holds mIoU results (which every row of their model then carries, see add_accuracy)."""
     meta, rows = report["meta"], _rows(report)
+    add_accuracy(rows, out_dir)  # Row objects of a live report carry it on to text_summary
     paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("json", "csv", "md", "png")}
     write_json(paths["json"], {"meta": meta, "rows": [r.as_dict() for r in rows]})
     write_csv(paths["csv"], (r.as_dict() for r in rows), CSV_COLUMNS)
     write_text(paths["md"], render_markdown(meta, rows))
-    plot_latency(rows, paths["png"], meta)
-    accuracy = plot_accuracy(rows, out_dir, out_dir / f"{stem}_accuracy.png")
+    machine = measured_on(meta["machine"])
+    plot_latency(rows, paths["png"], meta["settings"]["precision"], machine)
+    accuracy = plot_accuracy(rows, out_dir / f"{stem}_accuracy.png", machine)
     if accuracy is not None:
         paths["accuracy_png"] = accuracy
     return paths
@@ -223,6 +392,21 @@ def _peak_text(p: dict[str, Any]) -> str:
     )
 
 
+def _bandwidth_line(meta: Mapping[str, Any]) -> list[str]:
+    """The copy-bandwidth bullet of the markdown page (absent in results of older versions)."""
+    start, end = meta.get("copy_bandwidth_start"), meta.get("copy_bandwidth_end")
+    if not start or not end:
+        return []
+    return [
+        f"- Copy bandwidth, best GB/s (numpy copy of {start['mib']} MiB, bytes read + written, "
+        f"1 and {start['threads']} threads): start {start['best_gbs']:.1f} (median "
+        f"{start['median_gbs']:.1f}), end {end['best_gbs']:.1f} (median "
+        f"{end['median_gbs']:.1f}). The roofline uses {meta['copy_bandwidth_gbs']:.1f} GB/s "
+        f"and the dense peak {meta['peak_gflops']:.0f} GFLOP/s: ridge point "
+        f"{meta['ridge_flop_per_byte']:.1f} FLOP/byte"
+    ]
+
+
 def _profile_lines(rows: list[Row]) -> list[str]:
     """The section on where onnxruntime spends the time, for profiled rows."""
     profiled = [r for r in rows if r.profile]
@@ -239,7 +423,8 @@ def _profile_lines(rows: list[Row]) -> list[str]:
 
 
 def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
-    """The markdown page of an inference benchmark."""
+    """The markdown page of an inference benchmark: machine, peaks, the full table, column
+    notes, conventions, the CPU runtimes side by side and the profiles."""
     s = meta["settings"]
     ps, pe = meta["peak_start"], meta["peak_end"]
     during = meta.get("peak_during_gflops") or []
@@ -249,6 +434,7 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         if r.runtime_version
     }
     ran = ", ".join(f"{k} {v}" for k, v in versions.items())
+    notes = column_notes(meta)
     lines = [
         "# Inference benchmark",
         "",
@@ -258,6 +444,7 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         + (f"; conv before each job {min(during):.0f}-{max(during):.0f}" if during else "")
         + f". % mm peak uses {meta['matmul_peak_gflops']:.0f}, % conv peak uses "
         f"{meta['peak_gflops']:.0f}",
+        *_bandwidth_line(meta),
         f"- Timing: warm-up {s['warmup_s']} s (>= 1 call), then >= {s['min_iters']} calls "
         f"and >= {s['min_duration_s']} s per job unless the {s['budget_s']:.0f} s budget "
         "stops it first (see notes); generated input, no data set",
@@ -265,78 +452,99 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
         "",
         markdown_table(TABLE_HEADER, [row_cells(r) for r in rows]),
         "",
+        "## Columns",
+        "",
+        *(f"- **{header}**: {notes[header]}" for header in TABLE_HEADER),
+        "",
         f"Conventions: {meta['conventions']}",
         "",
     ]
     return "\n".join(lines + _cpu_runtime_lines(rows) + _profile_lines(rows))
 
 
+def _wrapped(text: str, width: int = 118, indent: str = "") -> list[str]:
+    """A long terminal line wrapped to `width` columns."""
+    return textwrap.wrap(text, width, subsequent_indent=indent or "  ") or [""]
+
+
+def compact_table(rows: list[Row]) -> str:
+    """The compact terminal table (COMPACT_COLUMNS; input and batch when the run has several)."""
+    columns = list(COMPACT_COLUMNS)
+    if len({(r.height, r.width, r.batch) for r in rows}) > 1:
+        columns[1:1] = COMPACT_SHAPE_COLUMNS
+    header = [h for h, _ in columns]
+    return text_table(header, [[cell(r) for _, cell in columns] for r in rows], align_numbers=True)
+
+
 def text_summary(report: Mapping[str, Any], paths_stem: Path) -> str:
-    """The terminal table, each row's notes, the peaks and where the files went."""
-    rows = _rows(report)
-    lines = [text_table(TABLE_HEADER[:-1], [row_cells(r)[:-1] for r in rows])]
-    lines += [f"  {r.model} / {r.backend}: {r.note}" for r in rows if r.note]
-    meta = report["meta"]
-    lines.append(
+    """What the terminal shows: the machine, the compact table and its marks, rows that failed,
+    the peaks and where the full table (every column, explained) went."""
+    rows, meta = _rows(report), report["meta"]
+    shapes = sorted({(r.height, r.width, r.batch) for r in rows})
+    shape_text = (
+        f"{shapes[0][0]}x{shapes[0][1]}, batch {shapes[0][2]}"
+        if len(shapes) == 1
+        else "sizes below"
+    )
+    lines = _wrapped(
+        f"Inference, {shape_text}, {meta['settings']['precision']}: {measured_on(meta['machine'])}"
+    )
+    lines += ["", compact_table(rows), ""]
+    marks = []
+    if any(r.fastest_cpu_runtime for r in rows):
+        marks.append(f"{FASTER_MARK} the faster of onnxruntime and OpenVINO for the model")
+    if any(r.ok and r.budget_limited for r in rows):
+        marks.append(f"{BUDGET_MARK} budget-limited (fewer calls than the timing rule wants)")
+    marks.append("img/s from the median")
+    marks.append("TRT-ready: passes the TensorRT-construct scan (deploy/checks.py)")
+    if not any(r.miou is not None for r in rows):
+        marks.append(f"mIoU: no evaluate.py result or study.json in {paths_stem.parent}")
+    lines += _wrapped("; ".join(marks))
+    for r in rows:
+        if not r.ok:
+            lines += _wrapped(f"{r.model} / {r.backend}: {r.status}")
+    bandwidth = meta.get("copy_bandwidth_gbs")
+    lines += _wrapped(
         f"peak GFLOP/s: matmul {meta['matmul_peak_gflops']:.1f}, dense (conv) "
-        f"{meta['peak_gflops']:.1f}; results in {paths_stem}.{{md,csv,json,png}}"
+        f"{meta['peak_gflops']:.1f}"
+        + (f"; copy bandwidth {bandwidth:.1f} GB/s" if bandwidth else "")
+        + f"; every column, explained, with notes, in {paths_stem}.md; also .csv .json .png"
     )
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- plots
+# --------------------------------------------------------------------------- accuracy
 
 
-def _pyplot() -> Any:
-    """matplotlib.pyplot on the file-only Agg backend."""
-    # Imported here: only the report writers need matplotlib.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # matplotlib only when drawing
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_latency(rows: list[Row], path: Path, meta: dict[str, Any]) -> None:
-    """Bar chart of median latency per model and backend, one panel per input size and batch."""
-    plt = _pyplot()
-    ok = [r for r in rows if r.ok]
-    panels = sorted({(r.height, r.width, r.batch) for r in ok}) or [(0, 0, 0)]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.8 * len(panels)), squeeze=False)
-    for ax, (h, w, b) in zip(axes[:, 0], panels, strict=True):
-        sub = [r for r in ok if (r.height, r.width, r.batch) == (h, w, b)]
-        models = list(dict.fromkeys(r.model for r in sub))
-        backends = list(dict.fromkeys(r.backend for r in sub))
-        width = 0.8 / max(1, len(backends))
-        for i, backend in enumerate(backends):
-            xs, ys = [], []
-            for j, model in enumerate(models):
-                match = [r for r in sub if r.model == model and r.backend == backend]
-                if match:
-                    xs.append(j + i * width)
-                    ys.append(match[0].median_ms)
-            ax.bar(xs, ys, width, label=BACKEND_NAMES.get(backend, backend))
-        ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(models))])
-        ax.set_xticklabels(models, rotation=20, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel("median latency (ms, log)")
-        ax.set_title(f"{h}x{w}, batch {b}, {meta['settings']['precision']}")
-        if backends:
-            ax.legend()
-    fig.suptitle(f"Inference latency: {describe_machine(meta['machine'])}", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+def _miou_fraction(value: Any) -> float | None:
+    """An mIoU as a 0..1 fraction (a value in 1..100 is taken as percent); None if unreadable."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not 0.0 <= value <= 100.0:
+        return None
+    return value / 100.0 if value > 1.0 else value
 
 
-def load_accuracy_results(folder: Path) -> dict[str, float]:
-    """mIoU per model from evaluate.py JSON results in `folder` (files with averageScoreClasses)."""
-    found: dict[str, float] = {}
+def accuracy_results(folder: Path) -> dict[str, tuple[float, str]]:
+    """{model: (mIoU as a 0..1 fraction, file name)} from the results in `folder`: study.json
+    ({"rows": [{"model", "miou"}, ...]}; a model on several rows keeps its best) and
+    evaluate.py JSONs (averageScoreClasses), which win over the study for the same model."""
+    found: dict[str, tuple[float, str]] = {}
+    study = folder / "study.json"
+    try:
+        data = json.loads(study.read_text()) if study.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    for row in (data.get("rows") or []) if isinstance(data, dict) else []:
+        miou = _miou_fraction(row.get("miou")) if isinstance(row, dict) else None
+        if miou is not None and row.get("model"):
+            model = str(row["model"])
+            if model not in found or miou > found[model][0]:
+                found[model] = (miou, study.name)
     for path in sorted(folder.glob("*.json")):
-        if path.name.startswith(("benchmark", "models")):
+        if path.name.startswith(("benchmark", "models")) or path.name == study.name:
             continue
         try:
             data = json.loads(path.read_text())
@@ -345,34 +553,42 @@ def load_accuracy_results(folder: Path) -> dict[str, float]:
         if not isinstance(data, dict) or "averageScoreClasses" not in data:
             continue
         model = data.get("model") or (data.get("meta") or {}).get("model") or path.stem
-        try:
-            found[str(model)] = float(data["averageScoreClasses"])
-        except (TypeError, ValueError):
-            continue
+        miou = _miou_fraction(data["averageScoreClasses"])
+        if miou is not None:
+            found[str(model)] = (miou, path.name)
     return found
 
 
-def plot_accuracy(rows: list[Row], folder: Path, path: Path) -> Path | None:
-    """mIoU against images/s (fastest backend) for models with evaluate.py results; else None."""
-    accuracy = load_accuracy_results(folder)
-    points = []
-    for model, miou in accuracy.items():
-        speeds = [r.images_per_s for r in rows if r.ok and model in (r.model, r.name)]
-        if speeds:
-            points.append((model, max(speeds), miou))
+def load_accuracy_results(folder: Path) -> dict[str, float]:
+    """mIoU (0..1) per model from evaluate.py results and study.json in `folder`."""
+    return {model: miou for model, (miou, _) in accuracy_results(folder).items()}
+
+
+def add_accuracy(rows: list[Row], folder: Path) -> None:
+    """Give every row whose model (its label or registered name) has an mIoU result in
+    `folder` that mIoU and the file it came from."""
+    found = accuracy_results(folder)
+    for row in rows:
+        match = found.get(row.model) or found.get(row.name)
+        if match is not None:
+            row.miou, row.miou_source = match
+
+
+def plot_accuracy(rows: list[Row], path: Path, machine_text: str) -> Path | None:
+    """mIoU against the fastest timed median latency per model, the Pareto front marked, for
+    the models whose rows carry an mIoU (add_accuracy); None when none do."""
+    points: dict[str, tuple[str, float, float]] = {}
+    for r in rows:
+        if r.ok and r.miou is not None:
+            best = points.get(r.model)
+            if best is None or r.median_ms < best[1]:
+                points[r.model] = (r.model, r.median_ms, r.miou)
     if not points:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for model, speed, miou in points:
-        ax.scatter(speed, 100 * miou if miou <= 1 else miou)
-        ax.annotate(model, (speed, 100 * miou if miou <= 1 else miou))
-    ax.set_xscale("log")
-    ax.set_xlabel("images/s (fastest backend in this run)")
-    ax.set_ylabel("mIoU (%) from evaluate.py")
-    ax.set_title("Accuracy against speed", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    sizes = sorted({f"{r.height}x{r.width} b{r.batch}" for r in rows if r.ok})
+    return plot_pareto(
+        list(points.values()),
+        path,
+        f"mIoU against latency ({', '.join(sizes)}, fastest backend per model)",
+        machine_text,
+    )

@@ -4,7 +4,8 @@ A row is one (model, input size, batch, backend) measurement. It is made with it
 (`job_rows`), then filled in four steps: the parent process builds the model (parameters,
 compute, export), the timing loop records the machine's speed and the job's budget, the child
 process's outcome (`bench.jobs`) is recorded, and `bench.inference.finish_rows` derives the
-figures that compare rows (GFLOP/s, % of peak, speed-up over the TF graph, notes).
+figures that compare rows (GFLOP/s, % of peak, the roofline, speed-up over the TF graph, notes);
+the report adds the model's mIoU where the output folder holds one.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class Row:
     #: How the ONNX file was exported, and how long it took (onnxruntime, openvino, tensorrt).
     export: str | None = None
     export_s: float | None = None
+    #: MB (1e6 bytes) one call of the exported graph reads and writes, weights included, and
+    #: the weights alone (bench.roofline.onnx_traffic); None without an ONNX export.
+    traffic_mb: float | None = None
+    weight_mb: float | None = None
+    #: Whether the export passed deploy/checks.py's TensorRT-construct scan, and what it found.
+    tensorrt_ready: bool | None = None
+    tensorrt_problems: list[str] | None = None
     # --- set by the timing loop before the job
     #: Median GFLOP/s of a 1-second convolution just before the job (how fast the machine was).
     conv_gflops_before: float | None = None
@@ -119,6 +127,17 @@ class Row:
     fastest_cpu_runtime: bool | None = None
     #: describe_ran_on(): what actually ran (the table's "ran on" column).
     ran_on: str | None = None
+    #: The roofline (bench.roofline, CPU rows): FLOP per byte moved, the bound time
+    #: max(FLOPs / peak, bytes / copy bandwidth), the bound's share of the median latency,
+    #: and what bounds the call ("memory" below the ridge point, else "compute").
+    arithmetic_intensity: float | None = None
+    roofline_bound_ms: float | None = None
+    roofline_share_pct: float | None = None
+    bound_by: str | None = None
+    # --- added by the report from the output folder (bench.report.load_accuracy_results)
+    #: mIoU (0..1) of the model from an evaluate.py result or study.json, and that file's name.
+    miou: float | None = None
+    miou_source: str | None = None
     note: str = ""
 
     @property
@@ -202,6 +221,12 @@ CSV_COLUMNS = (
     "achieved_gflops_per_s",
     "pct_of_matmul_peak",
     "pct_of_peak",
+    "traffic_mb",
+    "weight_mb",
+    "arithmetic_intensity",
+    "bound_by",
+    "roofline_bound_ms",
+    "roofline_share_pct",
     "speedup_vs_tf",
     "speedup_vs_other_cpu_runtime",
     "fastest_cpu_runtime",
@@ -210,6 +235,9 @@ CSV_COLUMNS = (
     "threads",
     "parity_max_abs_diff",
     "parity_agreement",
+    "tensorrt_ready",
+    "miou",
+    "miou_source",
     "peak_rss_mb",
     "baseline_rss_mb",
     "setup_peak_rss_mb",

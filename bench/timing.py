@@ -1,4 +1,5 @@
-"""Timed loops, latency statistics, the timing loop's own overhead and the dense peak.
+"""Timed loops, latency statistics, the timing loop's own overhead, the dense peak and the copy
+bandwidth.
 
 Conventions follow NVIDIA trtexec: warm up for a time (at least one call), then time calls one
 by one until both a minimum number of iterations and a minimum duration are reached. A budget
@@ -287,3 +288,58 @@ def dense_peak(
     matmuls = [out[b]["best_gflops"] for b in backends if b != "onnxruntime_conv"]
     out["matmul_peak_gflops"] = max(matmuls) if matmuls else None
     return out
+
+
+# --------------------------------------------------------------------------- copy bandwidth
+
+
+def copy_bandwidth(mib: int = 256, repeats: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """Measure this machine's memory bandwidth with a large numpy copy, in GB/s (1e9 bytes/s).
+
+    A copy of `mib` MiB reads and writes that many bytes (2 x `mib` MiB moved, the convention
+    of bench.roofline's traffic count: bytes read plus bytes written). It runs `repeats` times
+    on one thread and `repeats` times split over `threads` threads (numpy releases the GIL for
+    plain copies), after one untimed copy that touches every page of the destination.
+
+    Args:
+        mib: size of the copied array (larger than the caches that matter: 256 MiB).
+        repeats: timed copies per thread count.
+        threads: threads of the split copy (default: the cores this process may use).
+
+    Returns:
+        {"best_gbs", "median_gbs" (over every timed copy), "single_thread_best_gbs",
+        "threads", "mib", "copies"}.
+    """
+    if mib < 1 or repeats < 1:
+        raise ValueError(f"copy size and repeats must be positive; got {mib!r} MiB, {repeats!r}")
+    # the thread pool only where the copy is timed
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = int(threads or available_cores())
+    src = np.ones(mib * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # touch every page before timing
+    moved = 2.0 * src.nbytes
+    bounds = np.linspace(0, src.size, threads + 1).astype(np.int64)
+
+    def part(i: int) -> None:
+        np.copyto(dst[bounds[i] : bounds[i + 1]], src[bounds[i] : bounds[i + 1]])
+
+    single, split = [], []
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            np.copyto(dst, src)
+            single.append(moved / (time.perf_counter() - t0) / 1e9)
+            t0 = time.perf_counter()
+            list(pool.map(part, range(threads)))
+            split.append(moved / (time.perf_counter() - t0) / 1e9)
+    rates = single + split
+    return {
+        "best_gbs": max(rates),
+        "median_gbs": float(np.median(rates)),
+        "single_thread_best_gbs": max(single),
+        "threads": threads,
+        "mib": mib,
+        "copies": len(rates),
+    }

@@ -29,6 +29,7 @@ import numpy as np
 
 from deploy.graph import summarize_onnx
 from utils.io import atomic_path
+from utils.machine import gpus
 
 #: What to install for the Python builder and runner.
 INSTALL_HINT = "pip install -r requirements-gpu.txt (TensorRT's Python wheels and CuPy)"
@@ -286,6 +287,60 @@ def summarize_runs(samples: Sequence[tuple[float, float, float]], batch: int = 1
     )
 
 
+def _recording_logger(trt: Any) -> Any:
+    """A TensorRT logger that keeps its error messages (`.errors`) instead of printing them."""
+
+    class RecordingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(" ".join(str(msg).split()))
+
+    return RecordingLogger()
+
+
+def engine_mismatch_message(
+    engine_path: str | os.PathLike, version: str, gpu: str, errors: Sequence[str]
+) -> str:
+    """The one line for an engine this TensorRT cannot deserialize: it was built by another
+    TensorRT version or for another GPU (or is no engine); TensorRT's own reason appended."""
+    reason = f" (TensorRT says: {errors[-1]})" if errors else ""
+    return (
+        f"engine {str(engine_path)!r} cannot be loaded by TensorRT {version} on {gpu}: it was "
+        "built by another TensorRT version or for another GPU (an engine runs only with the "
+        "TensorRT version and GPU model that built it), or it is not an engine; rebuild it on "
+        f"this machine from its ONNX file with convert_to_onnx.py --trt{reason}"
+    )
+
+
+def load_engine(trt: Any, engine_path: str | os.PathLike) -> tuple[Any, Any]:
+    """(engine, runtime) of a serialized engine file; ValueError in one line when the file
+    cannot be read or was built by another TensorRT version or for another GPU."""
+    try:
+        data = Path(engine_path).read_bytes()
+    except OSError as exc:
+        raise ValueError(
+            f"engine {str(engine_path)!r} cannot be read ({exc.strerror or exc}); build one with "
+            "convert_to_onnx.py --trt"
+        ) from None
+    logger = _recording_logger(trt)
+    runtime = trt.Runtime(logger)
+    try:
+        engine = runtime.deserialize_cuda_engine(data)
+    except Exception as exc:  # some TensorRT releases raise instead of returning None
+        logger.errors.append(" ".join(str(exc).split()) or type(exc).__name__)
+        engine = None
+    if engine is None:
+        gpu = (gpus() or ["no NVIDIA GPU found"])[0].split(",")[0].strip()
+        raise ValueError(
+            engine_mismatch_message(engine_path, str(trt.__version__), gpu, logger.errors)
+        )
+    return engine, runtime
+
+
 class EngineRunner:
     """A deserialized engine with device and pinned host buffers for one batch size (CuPy)."""
 
@@ -298,11 +353,7 @@ class EngineRunner:
             raise ValueError(f"CuPy is not installed ({exc}); {INSTALL_HINT}") from None
         self._cupy = cupy
         self.batch = batch
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise ValueError(f"{engine_path} is not an engine of TensorRT {trt.__version__}")
+        self.engine, self._runtime = load_engine(trt, engine_path)
         self.context = self.engine.create_execution_context()
         self.stream = cupy.cuda.Stream(non_blocking=True)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]

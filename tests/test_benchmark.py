@@ -113,11 +113,38 @@ def test_percent_of_peak_is_consistent_with_peak_and_gflops(report):
     assert meta["peak_gflops"] == pytest.approx(dense)
     assert len(meta["peak_during_gflops"]) == len(report["rows"])
     for row in report["rows"]:
-        achieved = row["gflops"] * row["batch"] / (row["mean_ms"] / 1e3)
+        achieved = row["gflops"] * row["batch"] / (row["median_ms"] / 1e3)
         assert row["achieved_gflops_per_s"] == pytest.approx(achieved)
         assert row["pct_of_matmul_peak"] == pytest.approx(100 * achieved / matmul)
         assert row["pct_of_peak"] == pytest.approx(100 * achieved / dense)
-        assert row["images_per_s"] == pytest.approx(row["batch"] * 1e3 / row["mean_ms"])
+        # every throughput figure from the median (issue 19)
+        assert row["images_per_s"] == pytest.approx(row["batch"] * 1e3 / row["median_ms"])
+
+
+@pytest.mark.slow
+def test_roofline_and_tensorrt_scan_of_the_run(report):
+    """Every row carries its export's traffic and TensorRT scan, and the roofline of the run's
+    own peak and copy bandwidth."""
+    from bench.roofline import roofline
+
+    meta = report["meta"]
+    bandwidth = max(
+        meta["copy_bandwidth_start"]["best_gbs"], meta["copy_bandwidth_end"]["best_gbs"]
+    )
+    assert meta["copy_bandwidth_gbs"] == pytest.approx(bandwidth) and bandwidth > 0
+    assert meta["ridge_flop_per_byte"] == pytest.approx(meta["peak_gflops"] / bandwidth)
+    # input and logits alone: (64 x 128 x 3 + 64 x 128 x 19) float32 values
+    least_mb = 4 * SIZE[0] * SIZE[1] * (3 + 19) / 1e6
+    for row in report["rows"]:
+        assert row["traffic_mb"] > least_mb and 0 < row["weight_mb"] < row["traffic_mb"]
+        assert row["tensorrt_ready"] is True and row["tensorrt_problems"] == []
+        roof = roofline(row["gflops"] * 1e9, row["traffic_mb"] * 1e6,
+                        meta["peak_gflops"] * 1e9, bandwidth * 1e9)  # fmt: skip
+        assert row["roofline_bound_ms"] == pytest.approx(1e3 * roof.bound_s)
+        assert row["roofline_share_pct"] == pytest.approx(
+            100 * roof.bound_s / (row["median_ms"] / 1e3)
+        )
+        assert row["bound_by"] == roof.bound_by
 
 
 @pytest.mark.slow
@@ -338,3 +365,194 @@ def test_default_output_is_under_runs(synthetic_root, tmp_path, monkeypatch):
     assert parser.parse_args(["--output-dir", "D", "models"]).output_dir == "D"
     assert parser.parse_args(["models", "--output-dir", "E"]).output_dir == "E"
     assert parser.parse_args([]).output_dir == benchmark.DEFAULT_OUTPUT_DIR == "runs/benchmark"
+
+
+# --------------------------------------------------------------------------- roofline (issue 16)
+
+
+def _conv_relu_add_graph(batch_dim=1):
+    """Conv (3->4, 3x3, pad 1) on (1, 3, 8, 8), Relu, Add of a Constant scalar: no value_info,
+    so every intermediate shape comes from shape inference."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Conv", ["X", "W", "B"], ["Y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["Y"], ["Z"]),
+        helper.make_node(
+            "Constant", [], ["C"], value=numpy_helper.from_array(np.ones(1, np.float32))
+        ),
+        helper.make_node("Add", ["Z", "C"], ["OUT"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "conv_relu_add",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [batch_dim, 3, 8, 8])],
+        [helper.make_tensor_value_info("OUT", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "W"),
+            numpy_helper.from_array(np.zeros(4, np.float32), "B"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_traffic_of_a_hand_made_graph_equals_the_hand_count(tmp_path):
+    import onnx
+
+    from bench.roofline import onnx_traffic
+
+    x, y = 1 * 3 * 8 * 8 * 4, 1 * 4 * 8 * 8 * 4  # bytes of the input and of each 4-channel map
+    # Conv reads X, writes Y; Relu reads Y, writes Z; Add reads Z, writes OUT (the Constant
+    # and the initializers are weights, read once: W 4*3*3*3, B 4, C 1 float32 values)
+    want_activations = (x + y) + (y + y) + (y + y)
+    want_weights = 4 * (4 * 3 * 3 * 3 + 4 + 1)
+    path = tmp_path / "g.onnx"
+    onnx.save(_conv_relu_add_graph(), str(path))
+    for source in (path, _conv_relu_add_graph()):
+        traffic = onnx_traffic(source)
+        assert (traffic.activation_bytes, traffic.weight_bytes) == (want_activations, want_weights)
+        assert traffic.total_bytes == 5888 + 452 and traffic.nodes == 3 and not traffic.unknown
+    # a symbolic batch leaves the shapes unknown: named, not counted
+    unknown = onnx_traffic(_conv_relu_add_graph("N"))
+    assert unknown.activation_bytes == 0 and {"X", "Y", "Z", "OUT"} <= set(unknown.unknown)
+
+
+def test_roofline_bound_by_hand():
+    from bench.roofline import roofline
+
+    # 2 GFLOP moving 1 GB on a 100 GFLOP/s, 10 GB/s machine: 0.02 s of compute, 0.1 s of traffic
+    roof = roofline(2e9, 1e9, 100e9, 10e9)
+    assert roof.compute_s == pytest.approx(0.02) and roof.memory_s == pytest.approx(0.1)
+    assert roof.bound_s == pytest.approx(0.1) and roof.bound_by == "memory"
+    assert roof.intensity == pytest.approx(2.0) and roof.ridge == pytest.approx(10.0)
+    assert roof.share_pct(0.2) == pytest.approx(50.0)
+    heavy = roofline(3e12, 1e9, 100e9, 10e9)  # 3000 FLOP/byte, far above the ridge
+    assert heavy.bound_s == pytest.approx(30.0) and heavy.bound_by == "compute"
+    with pytest.raises(ValueError, match="positive"):
+        roofline(1e9, 0, 100e9, 10e9)
+    with pytest.raises(ValueError, match="positive"):
+        roof.share_pct(0.0)
+
+
+def _timed_row(backend="onnxruntime", **values):
+    from bench.rows import job_rows
+
+    row = job_rows("fastscnn", {}, (1024, 2048), 1, [backend], "fp32")[0]
+    row.record({"status": "ok", "params": 1_100_000, "gflops": 14.0, "mean_ms": 320.0,
+                "median_ms": 280.0, "p90_ms": 350.0, "images_per_s": 1e3 / 280.0,
+                "traffic_mb": 2800.0, "weight_mb": 4.5, "tensorrt_ready": True,
+                "tensorrt_problems": [], "iterations": 12, "budget_limited": False,
+                "overhead_pct": 0.1, "timed_s": 3.4, "warmup_iters": 1, **values})  # fmt: skip
+    return row
+
+
+def test_finish_rows_adds_the_roofline_from_the_median():
+    from bench.inference import finish_rows
+
+    row = _timed_row()
+    finish_rows([row], peak_gflops=400.0, min_iters=10, min_duration_s=3.0,
+                matmul_peak_gflops=350.0, bandwidth_gbs=20.0)  # fmt: skip
+    # 14 GFLOP at 400 GFLOP/s: 35 ms; 2.8 GB at 20 GB/s: 140 ms -> memory-bound, bound 140 ms
+    assert row.roofline_bound_ms == pytest.approx(140.0)
+    assert row.bound_by == "memory" and row.arithmetic_intensity == pytest.approx(14e9 / 2.8e9)
+    assert row.roofline_share_pct == pytest.approx(50.0)  # 140 ms of a 280 ms median
+    assert row.achieved_gflops_per_s == pytest.approx(14.0 / 0.280)  # the median, not the mean
+    assert row.pct_of_matmul_peak == pytest.approx(100 * 50.0 / 350.0)
+    no_export = _timed_row(traffic_mb=None)
+    finish_rows([no_export], 400.0, 10, 3.0, 350.0, 20.0)
+    assert no_export.roofline_bound_ms is None and no_export.bound_by is None
+
+
+# --------------------------------------------------------------------------- tables (issue 19)
+
+
+def _meta():
+    from utils.machine import machine_info
+
+    peak = {"n": 2048, "conv": "3x3 256->256 on 128x128",
+            "numpy": {"best_gflops": 340.0, "median_gflops": 320.0}}  # fmt: skip
+    bandwidth = {"best_gbs": 21.0, "median_gbs": 19.0, "mib": 256, "threads": 2}
+    return {
+        "command": "python benchmark.py", "date_utc": "today", "machine": machine_info(),
+        "peak_start": peak, "peak_end": peak, "peak_during_gflops": [380.0],
+        "peak_gflops": 400.0, "matmul_peak_gflops": 350.0, "copy_bandwidth_start": bandwidth,
+        "copy_bandwidth_end": bandwidth, "copy_bandwidth_gbs": 21.0, "ridge_flop_per_byte": 19.0,
+        "settings": {"precision": "fp32", "warmup_s": 0.2, "min_iters": 10,
+                     "min_duration_s": 3.0, "budget_s": 420.0},
+        "conventions": "conventions text",
+    }  # fmt: skip
+
+
+def test_compact_table_columns_and_marks(tmp_path):
+    from bench.inference import finish_rows
+    from utils.machine import machine_info
+
+    ort = _timed_row()
+    ov = _timed_row("openvino", median_ms=200.0, budget_limited=True)
+    failed = _timed_row("tf", status="error: killed (signal 9; out of memory?)")
+    rows = [ort, ov, failed]
+    finish_rows(rows, 400.0, 10, 3.0, 350.0, 21.0)
+    (tmp_path / "study.json").write_text(
+        json.dumps({"meta": {}, "rows": [{"model": "fastscnn", "miou": 0.634}]})
+    )
+    report = {"meta": _meta(), "rows": rows}
+    bench_report.write_reports(report, tmp_path, "benchmark")
+    text = bench_report.text_summary(report, tmp_path / "benchmark")
+    lines = text.splitlines()
+    info = machine_info()
+    assert info["cpu"] in lines[0] and "not a Jetson" in lines[0]
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == ["model", "backend", "precision", "params", "(M)", "GFLOPs/img",
+                                "median", "ms", "p90", "ms", "img/s", "TRT-ready", "mIoU", "%"]  # fmt: skip
+    cells = {line.split()[1]: line.split() for line in table[2:5]}
+    # img/s from the median (1000 / 280 ms), the faster CPU runtime starred, budget-limited ~
+    assert cells["onnxruntime"][2:] == ["fp32", "1.10", "14.0", "280.0", "350.0", "3.57", "yes",
+                                        "63.4"]  # fmt: skip
+    assert cells["OpenVINO*"][5] == "~200.0"
+    assert cells["TF"][6:9] == ["-", "-", "-"]  # "TF graph" is two words
+    assert "killed (signal 9" in text and "budget-limited" in text
+    assert max(len(line) for line in lines) <= 120
+    assert ort.miou == pytest.approx(0.634) and ort.miou_source == "study.json"
+    # the full page explains every one of its columns, and names the machine
+    md = (tmp_path / "benchmark.md").read_text()
+    notes = bench_report.column_notes(report["meta"])
+    assert set(bench_report.TABLE_HEADER) <= set(notes)
+    for header in bench_report.TABLE_HEADER:
+        assert f"- **{header}**: " in md
+    assert "this CPU, not a Jetson" in md and "ridge point 19.0 FLOP/byte" in md
+    assert {h for h, _ in bench_report.COMPACT_COLUMNS} <= set(notes)
+    header = (tmp_path / "benchmark.csv").read_text().splitlines()[0].split(",")
+    want = {"roofline_share_pct", "roofline_bound_ms", "traffic_mb", "bound_by",
+            "arithmetic_intensity", "tensorrt_ready", "miou", "miou_source"}  # fmt: skip
+    assert want <= set(header)
+    assert (tmp_path / "benchmark_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_accuracy_results_read_study_and_evaluate_files(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({"meta": {}, "rows": [
+        {"model": "fastscnn", "miou": 0.61}, {"model": "fastscnn", "miou": 0.63},
+        {"model": "unet", "miou": 0.55}, {"model": "bad", "miou": "n/a"}]}))  # fmt: skip
+    (tmp_path / "unet_val.json").write_text(
+        json.dumps({"model": "unet", "averageScoreClasses": 0.57})
+    )
+    (tmp_path / "benchmark.json").write_text(json.dumps({"averageScoreClasses": 0.9}))
+    found = bench_report.accuracy_results(tmp_path)
+    # a model on several study rows keeps its best; evaluate.py's file wins over the study
+    assert found == {"fastscnn": (0.63, "study.json"), "unet": (0.57, "unet_val.json")}
+    assert bench_report.load_accuracy_results(tmp_path) == {"fastscnn": 0.63, "unet": 0.57}
+
+
+def test_pareto_front_and_plot(tmp_path):
+    from bench import plots
+
+    points = [("a", 100.0, 0.60), ("b", 50.0, 0.50), ("c", 200.0, 0.55), ("d", 400.0, 0.70),
+              ("e", 50.0, 0.40)]  # fmt: skip
+    assert [p[0] for p in plots.pareto_front(points)] == ["b", "a", "d"]
+    path = bench_report.plot_pareto(points, tmp_path / "p.png", "mIoU against latency", "here")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    for bad in ([], [("a", 0.0, 0.5)], [("a", 10.0, 63.0)]):
+        with pytest.raises(ValueError, match="point"):
+            bench_report.plot_pareto(bad, tmp_path / "bad.png", "t", "m")
+    assert not (tmp_path / "bad.png").exists()
+    assert plots.needs_log([1.0, 101.0]) and not plots.needs_log([1.0, 100.0])

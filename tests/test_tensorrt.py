@@ -101,3 +101,57 @@ def test_gpu_check_dry_run_plans_every_step_and_refuses_bad_options(repo_root, t
     for bad, message in [(["--size", "12"], "--size takes H,W"), (["--nope"], "unknown option")]:
         proc = subprocess.run(["bash", script, *bad], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+
+
+class _StandInTensorRT:
+    """The parts of the tensorrt module that load_engine uses, with a runtime that rejects the
+    engine the way TensorRT 10 does for an engine of another version (logs, returns None)."""
+
+    __version__ = "10.9.0.34"
+
+    class ILogger:
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self) -> None:
+            pass
+
+    class Runtime:
+        def __init__(self, logger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes):
+            self.logger.log(self.logger.Severity.WARNING, "a warning that is not the reason")
+            self.logger.log(
+                self.logger.Severity.ERROR,
+                "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization "
+                "assertion stdVersionRead == kSERIALIZATION_VERSION failed.Version tag does not "
+                "match. Note: Current Version: 239, Serialized Engine Version: 236)\n",
+            )
+            return None
+
+
+def test_engine_of_another_tensorrt_version_or_gpu_is_one_line(monkeypatch, tmp_path):
+    """The real load path (EngineRunner -> load_engine) with a stand-in TensorRT runtime."""
+    import sys
+
+    monkeypatch.setattr(tensorrt, "import_tensorrt", lambda: _StandInTensorRT)
+    monkeypatch.setattr(tensorrt, "gpus", lambda: ["NVIDIA H200, 570.86, 143771 MiB"])
+    for name in ("cupy", "cupyx"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    engine = tmp_path / "fastscnn.engine"
+    engine.write_bytes(b"an engine serialized by TensorRT 10.3")
+    with pytest.raises(ValueError) as error:
+        tensorrt.EngineRunner(engine)
+    message = str(error.value)
+    assert "\n" not in message
+    assert (
+        f"engine {str(engine)!r} cannot be loaded by TensorRT 10.9.0.34 on NVIDIA H200" in message
+    )
+    assert "another TensorRT version or for another GPU" in message
+    assert "convert_to_onnx.py --trt" in message
+    assert message.endswith(
+        "Serialized Engine Version: 236))"
+    )  # TensorRT's reason, not the warning
+    with pytest.raises(ValueError, match="cannot be read"):
+        tensorrt.EngineRunner(tmp_path / "missing.engine")

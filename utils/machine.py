@@ -123,6 +123,7 @@ def machine_info() -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "memory_gb": memory_gb,
         "gpus": gpus(),
+        "jetson": Path("/etc/nv_tegra_release").exists(),
         "os": platform.platform(),
         "hostname": platform.node(),
         "load_average_1_5_15min": load,
@@ -139,6 +140,17 @@ def describe_machine(info: dict[str, Any]) -> str:
         simd = "/".join(details.get("simd") or []) or "no AVX"
         cpu += f" (x86 family {details['family']} model {details['model']}, {simd})"
     return f"{cpu}, {info['cores']} cores, {info.get('memory_gb')} GB RAM, {gpu}"
+
+
+def measured_on(info: dict[str, Any]) -> str:
+    """A short line for tables and plots: which machine measured the figures, CPU or GPU, and
+    that it is not the Jetson the suite deploys to (unless it is one)."""
+    gpus_found = info.get("gpus") or []
+    gpu = f"GPU {gpus_found[0].split(',')[0].strip()}" if gpus_found else "no GPU"
+    if info.get("jetson"):
+        return f"measured on a Jetson ({info['cpu']}, {gpu})"
+    which = "not a Jetson" if gpus_found else "this CPU, not a Jetson"
+    return f"measured on {info['cpu']}, {info['cores']} cores, {gpu} ({which})"
 
 
 # --------------------------------------------------------------------------- memory
