@@ -20,8 +20,17 @@ Facts from the paper (Table 1, Figs. 3-6) and the reference implementation that 
 |                 | 3x3 avg pool s2 (to 1/32); semantic: 3x3 conv-BN, nearest x4, and |            |
 |                 | 3x3 depthwise-BN-1x1; detail_keep * sigmoid(semantic_up) +        |            |
 |                 | nearest x4 (detail_down * sigmoid(semantic)), 3x3 conv-BN-ReLU    |            |
-| segment head    | 3x3 conv-BN-ReLU (1024), dropout 0.1, 1x1 conv (with bias) to     | K, 1/1     |
-|                 | classes, bilinear x8 to the input size, float32                   |            |
+| segment head    | 3x3 conv-BN-ReLU (C_t = 640), dropout 0.1, 1x1 conv (with bias)   | K, 1/1     |
+|                 | to classes, bilinear x8 to the input size, float32                |            |
+
+The main segment head's width C_t (3x3 conv-BN-ReLU to C_t, 1x1 conv to classes) is the one
+number the sources leave open: the reference's own code asks "TODO: what is the number of mid
+chan ?" and takes 1024, as mmsegmentation does; PaddleSeg takes 128. Everything else is fixed by Table 1 and counts 14.78 G multiply-adds at
+512x1024 here, and each head channel adds 64 x 128 x (9 x 128 + 19) = 9.59 M, so the paper's
+21.15 GFLOPs at 512x1024 (Table 8; multiply-adds, as 2 x 14.78 alone would exceed it) fix
+C_t at 664: 640, five times the 128-wide BGA output, gives 20.92 G (-1.1%), where 1024 gives
+24.60 G (+16%) and 128 gives 16.01 G (-24%). The paper's training-only booster heads (below)
+are not counted at inference.
 
 A gather-and-expansion (GE) layer is 3x3 conv-BN-ReLU, a 3x3 depthwise conv with expansion 6
 (-BN-ReLU; stride 2: a depthwise s2 -BN then a depthwise -BN-ReLU on the expanded width),
@@ -59,7 +68,8 @@ SEMANTIC_STAGES = ((32, 32), (64, 64), (128, 128, 128, 128))
 STEM_WIDTH = 16
 GE_EXPANSION = 6
 BGA_WIDTH = 128
-HEAD_WIDTH = 1024
+#: The main segment head's C_t, from the paper's compute (module docstring).
+HEAD_WIDTH = 640
 AUX_HEAD_WIDTH = 128
 HEAD_DROPOUT = 0.1
 #: Booster heads on the stem and semantic stages 3, 4, 5: (name, upsampling factor).
@@ -261,19 +271,23 @@ INFO = ModelInfo(
             "Yu et al., BiSeNet V2, IJCV 2021 (arXiv 2004.02147), Table 8: 21.15 GFLOPs at "
             "512x1024 (x4 for 1024x2048: 84.6), 73.4 val / 72.6 test mIoU, 156 fps (GTX 1080 Ti); "
             "no parameter count is published (paper or CoinCheung/BiSeNet README). The "
-            "reference's 1024-wide segment head gives 98.4 G (the paper does not give the "
-            "head's width). CoinCheung/BiSeNet README (commit 12cd095): 74.12 val mIoU single "
-            "scale, 50 / 16 fps fp16 / fp32 on a T4 (TensorRT)",
+            "main segment head's width, which the paper does not give, is set from that "
+            "compute: 640 (83.7 G here; the reference code's 1024 gives 98.4 G). "
+            "CoinCheung/BiSeNet README (commit 12cd095): 74.12 val mIoU single scale, "
+            "50 / 16 fps fp16 / fp32 on a T4 (TensorRT)",
         ),
     },
-    # The four booster heads, loss weight 1 each (CoinCheung/BiSeNet tools/train_amp.py).
+    # The four booster heads, loss weight 1 each (CoinCheung/BiSeNet tools/train_amp.py), each
+    # with the main output's loss: OHEM under --loss ohem, as the reference trains all five.
     aux_weights=(1.0, 1.0, 1.0, 1.0),
+    aux_losses=("main", "main", "main", "main"),
     # Paper Sec. 4.1: SGD momentum 0.9, weight decay 5e-4, lr 5e-2 with poly (power 0.9),
-    # batch 16, 150k iterations (150000 * 16 / 2975 = 807 epochs), random scale and crop;
-    # CoinCheung/BiSeNet configs/bisenetv2_city.py reproduces it with 512x1024 crops (scale
-    # 0.25-2.0 of the 2048x1024 images), lr 5e-3 (x10 on the heads), 1000 warm-up
-    # iterations, OHEM cross-entropy (threshold 0.7, at least 1/16 of the pixels) on the main
-    # and all booster heads.
+    # batch 16, 150k iterations (150000 * 16 / 2975 = 807 epochs); the images are scaled by
+    # 0.75-2.0, cropped to 1024x2048 and resized to 512x1024 for training, and inference runs
+    # at 512x1024 (CoinCheung/BiSeNet's first README), so the network's input, the crop here,
+    # is 512x1024. CoinCheung/BiSeNet tools/train_amp.py: OhemCELoss(0.7), which keeps at
+    # least 1/16 of the labelled pixels (lib/ohem_ce_loss.py), on the main and the booster
+    # heads (configs/bisenetv2_city.py: 8 images per GPU, 2 GPUs): 1/16 of 16 x 512x1024 here.
     recipe=Recipe(
         optimizer="sgd",
         learning_rate=5e-2,
@@ -285,5 +299,12 @@ INFO = ModelInfo(
         schedule="polynomial",
         power=0.9,
         loss="ohem",
+        ohem_thresh=0.7,
+        ohem_min_kept=16 * 512 * 1024 // 16,
+        note=(
+            "OHEM keeps at least 1/16 of a replica's pixels in the reference, here a fixed "
+            "count (1/16 of 16 x 512x1024): scale --ohem-min-kept with -b and -t; the "
+            "reference's 1000 warm-up iterations are --warmup-epochs 5.4 at batch 16"
+        ),
     ),
 )

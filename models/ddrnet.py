@@ -34,7 +34,16 @@ import keras
 from keras import layers
 
 from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
-from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
+from models.layers import (
+    bottleneck,
+    check_input_size,
+    conv_bn_relu,
+    dappm,
+    normalize_input,
+    preactivation_head,
+    residual_stage,
+    resize_to,
+)
 
 #: Total downsampling: the low-resolution branch ends at 1/64 (DAPPM runs there).
 SIZE_MULTIPLE = 64
@@ -46,82 +55,6 @@ VARIANTS: dict[str, tuple[int, int, int]] = {
 }
 #: Basic blocks per stage (DDRNet-23: [2, 2, 2, 2]).
 BLOCKS = (2, 2, 2, 2)
-#: DAPPM average poolings: (kernel, stride, zero padding), then a global pooling.
-DAPPM_POOLS = ((5, 2, 2), (9, 4, 4), (17, 8, 8))
-BOTTLENECK_EXPANSION = 2
-
-
-def _basic_block(x, filters: int, strides: int, relu: bool, name: str) -> keras.KerasTensor:
-    """Residual basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, + shortcut, ReLU unless `relu` off."""
-    shortcut = x
-    y = conv_bn_relu(x, filters, 3, strides=strides, name=f"{name}_conv1")
-    y = conv_bn_relu(y, filters, 3, name=f"{name}_conv2", relu=False)
-    if strides != 1 or int(x.shape[-1]) != filters:
-        shortcut = conv_bn_relu(x, filters, 1, strides=strides, name=f"{name}_down", relu=False)
-    y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return layers.ReLU(name=f"{name}_relu")(y) if relu else y
-
-
-def _bottleneck(x, planes: int, strides: int, name: str) -> keras.KerasTensor:
-    """Residual bottleneck (expansion 2, no final ReLU): 1x1, 3x3 (stride), 1x1, + shortcut."""
-    filters = planes * BOTTLENECK_EXPANSION
-    shortcut = x
-    y = conv_bn_relu(x, planes, 1, name=f"{name}_conv1")
-    y = conv_bn_relu(y, planes, 3, strides=strides, name=f"{name}_conv2")
-    y = conv_bn_relu(y, filters, 1, name=f"{name}_conv3", relu=False)
-    if strides != 1 or int(x.shape[-1]) != filters:
-        shortcut = conv_bn_relu(x, filters, 1, strides=strides, name=f"{name}_down", relu=False)
-    return layers.Add(name=f"{name}_add")([y, shortcut])
-
-
-def _stage(x, filters: int, blocks: int, strides: int, name: str) -> keras.KerasTensor:
-    """`blocks` basic blocks, the first with the stride; the last of several has no ReLU."""
-    for i in range(blocks):
-        last = i == blocks - 1 and i > 0
-        x = _basic_block(
-            x, filters, strides if i == 0 else 1, relu=not last, name=f"{name}_block{i + 1}"
-        )
-    return x
-
-
-def _bn_relu_conv(x, filters: int, kernel_size: int, name: str) -> keras.KerasTensor:
-    """Pre-activation unit: BN -> ReLU -> conv (no bias), layers `{name}_bn/_relu/` and `{name}`."""
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    x = layers.ReLU(name=f"{name}_relu")(x)
-    return layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-
-
-def _dappm(x, filters: int, out_filters: int, name: str = "dappm") -> keras.KerasTensor:
-    """Deep aggregation pyramid pooling: pooled scales added in turn, 3x3 conv'd, concat, 1x1."""
-    size = (int(x.shape[1]), int(x.shape[2]))
-    outputs = [_bn_relu_conv(x, filters, 1, name=f"{name}_scale0_conv")]
-    for i in range(1, len(DAPPM_POOLS) + 2):
-        if i <= len(DAPPM_POOLS):
-            kernel, stride, pad = DAPPM_POOLS[i - 1]
-            # PyTorch's AvgPool2d(k, s, p) counts the zero padding in each average.
-            y = layers.ZeroPadding2D(pad, name=f"{name}_scale{i}_pad")(x)
-            y = layers.AveragePooling2D(
-                kernel, stride, padding="valid", name=f"{name}_scale{i}_pool"
-            )(y)
-        else:
-            y = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_scale{i}_pool")(x)
-        y = _bn_relu_conv(y, filters, 1, name=f"{name}_scale{i}_conv")
-        y = resize_to(y, size, name=f"{name}_scale{i}_upsample")
-        y = layers.Add(name=f"{name}_scale{i}_add")([y, outputs[-1]])
-        outputs.append(_bn_relu_conv(y, filters, 3, name=f"{name}_process{i}"))
-    y = layers.Concatenate(name=f"{name}_concat")(outputs)
-    y = _bn_relu_conv(y, out_filters, 1, name=f"{name}_compression")
-    shortcut = _bn_relu_conv(x, out_filters, 1, name=f"{name}_shortcut")
-    return layers.Add(name=f"{name}_out")([y, shortcut])
-
-
-def _seg_head(x, mid_filters: int, num_classes: int, size, name: str) -> keras.KerasTensor:
-    """BN-ReLU-3x3 conv-BN-ReLU-1x1 conv (with bias), bilinear to `size`, float32 logits."""
-    x = _bn_relu_conv(x, mid_filters, 3, name=f"{name}_conv")
-    x = layers.BatchNormalization(name=f"{name}_classifier_bn")(x)
-    x = layers.ReLU(name=f"{name}_classifier_relu")(x)
-    x = layers.Conv2D(num_classes, 1, name=f"{name}_classifier")(x)
-    return logits_output(resize_to(x, size, name=f"{name}_upsample"), name=f"{name}_logits")
 
 
 def _resolve_variant(variant: str | None) -> str:
@@ -167,14 +100,16 @@ def build_ddrnet(
 
     x = conv_bn_relu(x, planes, 3, strides=2, name="stem_conv1", use_bias=True)
     x = conv_bn_relu(x, planes, 3, strides=2, name="stem_conv2", use_bias=True)
-    x = _stage(x, planes, BLOCKS[0], 1, name="layer1")
-    x = _stage(layers.ReLU(name="layer1_out_relu")(x), planes * 2, BLOCKS[1], 2, name="layer2")
+    x = residual_stage(x, "basic", planes, BLOCKS[0], 1, name="layer1")
+    x = residual_stage(
+        layers.ReLU(name="layer1_out_relu")(x), "basic", planes * 2, BLOCKS[1], 2, name="layer2"
+    )
     shared = layers.ReLU(name="layer2_out_relu")(x)
     size8 = (int(shared.shape[1]), int(shared.shape[2]))
 
     # Stage 3 and the first bilateral fusion.
-    low3 = _stage(shared, planes * 4, BLOCKS[2], 2, name="low_layer3")
-    h = _stage(shared, high, 2, 1, name="high_layer3")
+    low3 = residual_stage(shared, "basic", planes * 4, BLOCKS[2], 2, name="low_layer3")
+    h = residual_stage(shared, "basic", high, 2, 1, name="high_layer3")
     down = conv_bn_relu(
         layers.ReLU(name="high_layer3_out_relu")(h), planes * 4, 3, 2, name="down3", relu=False
     )
@@ -186,8 +121,12 @@ def build_ddrnet(
     aux_input = h
 
     # Stage 4 and the second bilateral fusion.
-    low4 = _stage(layers.ReLU(name="fusion3_low_relu")(low), planes * 8, BLOCKS[3], 2, "low_layer4")
-    h = _stage(layers.ReLU(name="fusion3_high_relu")(h), high, 2, 1, name="high_layer4")
+    low4 = residual_stage(
+        layers.ReLU(name="fusion3_low_relu")(low), "basic", planes * 8, BLOCKS[3], 2, "low_layer4"
+    )
+    h = residual_stage(
+        layers.ReLU(name="fusion3_high_relu")(h), "basic", high, 2, 1, name="high_layer4"
+    )
     down = conv_bn_relu(
         layers.ReLU(name="high_layer4_out_relu")(h), planes * 4, 3, 2, name="down4_1"
     )
@@ -199,16 +138,18 @@ def build_ddrnet(
     h = layers.Add(name="fusion4_high")([h, resize_to(up, size8, name="compression4_upsample")])
 
     # Stage 5: bottlenecks, DAPPM on the low branch at 1/64, sum at 1/8.
-    h = _bottleneck(layers.ReLU(name="fusion4_high_relu")(h), high, 1, name="high_layer5")
-    low = _bottleneck(layers.ReLU(name="fusion4_low_relu")(low), planes * 8, 2, "low_layer5")
-    low = resize_to(_dappm(low, spp_planes, planes * 4), size8, name="dappm_upsample")
+    h = bottleneck(layers.ReLU(name="fusion4_high_relu")(h), high, 1, False, "high_layer5")
+    low = bottleneck(layers.ReLU(name="fusion4_low_relu")(low), planes * 8, 2, False, "low_layer5")
+    low = resize_to(dappm(low, spp_planes, planes * 4, name="dappm"), size8, name="dappm_upsample")
     x = layers.Add(name="head_input")([low, h])
-    logits = _seg_head(x, head_planes, int(num_classes), (height, width), name="head")
+    logits = preactivation_head(x, head_planes, int(num_classes), (height, width), name="head")
     outputs: keras.KerasTensor | list[keras.KerasTensor] = logits
     if aux:
         outputs = [
             logits,
-            _seg_head(aux_input, head_planes, int(num_classes), (height, width), "aux_head"),
+            preactivation_head(
+                aux_input, head_planes, int(num_classes), (height, width), "aux_head"
+            ),
         ]
     model = keras.Model(inputs, outputs, name=f"ddrnet_{key.replace('-', '_')}")
     if weights is not None:

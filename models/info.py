@@ -12,9 +12,12 @@ if TYPE_CHECKING:
 #: Losses of the main output a recipe (and train.py --loss) can name.
 LOSSES = ("ce", "ohem")
 #: Losses of an auxiliary output (ModelInfo.aux_losses): "ce", cross-entropy over the classes
-#: against the label map (num_classes channels); "boundary", PIDNet's class-balanced binary
-#: cross-entropy of one channel of boundary logits against the label map's boundaries.
-AUX_LOSSES = ("ce", "boundary")
+#: against the label map (num_classes channels), whatever the main output's loss (PIDNet's and
+#: DDRNet's auxiliary heads under OHEM); "main", the main output's loss (train.py --loss: OHEM
+#: under --loss ohem, as BiSeNetV2's reference trains its booster heads); "boundary", PIDNet's
+#: class-balanced binary cross-entropy of one channel of boundary logits against the label
+#: map's boundaries.
+AUX_LOSSES = ("ce", "main", "boundary")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +36,23 @@ class Recipe:
     #: Loss of the main output (train.py --loss): "ce" (cross-entropy) or "ohem" (online hard
     #: example mining cross-entropy, training.trainer).
     loss: str = "ce"
+    #: OHEM's probability threshold and minimum kept pixels per replica (train.py
+    #: --ohem-thresh, --ohem-min-kept; used with loss "ohem"): PIDNet's and DDRNet's 0.9 and
+    #: 131072 by default.
+    ohem_thresh: float = 0.9
+    ohem_min_kept: int = 131072
+    #: What of the paper's recipe the suite cannot express, or expresses differently (printed
+    #: by train.py --show-recipe); empty when nothing.
+    note: str = ""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"recipe loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
+            raise ValueError(
+                "recipe OHEM threshold must be in (0, 1] and its minimum kept pixels >= 1; "
+                f"got {self.ohem_thresh!r} and {self.ohem_min_kept!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

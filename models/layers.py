@@ -1,4 +1,5 @@
-"""Blocks shared by several models: input normalisation, size checks, conv-BN-ReLU, resizing.
+"""Blocks shared by several models: input normalisation, size checks, conv-BN-ReLU, resizing,
+and the residual blocks, pyramid pooling and head PIDNet and DDRNet share.
 
 Model-specific blocks live in the model's own file; blocks used by two or more models live here.
 """
@@ -290,3 +291,120 @@ def aspp(
     x = layers.Concatenate(name=f"{name}_concat")(branches)
     x = conv_bn_relu(x, filters, 1, name=f"{name}_project")
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual blocks, pyramid pooling and head of the PyTorch real-time networks (PIDNet, DDRNet)
+# ----------------------------------------------------------------------------------------------
+
+#: Output width of a bottleneck relative to its planes (PIDNet's and DDRNet's Bottleneck).
+BOTTLENECK_EXPANSION = 2
+#: Average poolings of DAPPM/PAPPM: (kernel, stride, zero padding), then a global pooling.
+PPM_POOLS = ((5, 2, 2), (9, 4, 4), (17, 8, 8))
+
+
+def bn_relu_conv(
+    x: keras.KerasTensor, filters: int, kernel_size: int, name: str
+) -> keras.KerasTensor:
+    """Pre-activation unit: BN -> ReLU -> conv (no bias), layers `{name}_bn/_relu/` and `{name}`."""
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    return layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
+
+
+def _residual_sum(
+    x: keras.KerasTensor, y: keras.KerasTensor, filters: int, strides: int, relu: bool, name: str
+) -> keras.KerasTensor:
+    """y + the shortcut of x (a 1x1 conv-BN `{name}_down` where the stride or width changes),
+    then ReLU unless `relu` is off."""
+    shortcut = x
+    if strides != 1 or int(x.shape[-1]) != filters:
+        shortcut = conv_bn_relu(x, filters, 1, strides=strides, name=f"{name}_down", relu=False)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_relu")(y) if relu else y
+
+
+def basic_block(
+    x: keras.KerasTensor, filters: int, strides: int, relu: bool, name: str
+) -> keras.KerasTensor:
+    """Residual basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, + shortcut, ReLU unless `relu` off."""
+    y = conv_bn_relu(x, filters, 3, strides=strides, name=f"{name}_conv1")
+    y = conv_bn_relu(y, filters, 3, name=f"{name}_conv2", relu=False)
+    return _residual_sum(x, y, filters, strides, relu, name)
+
+
+def bottleneck(
+    x: keras.KerasTensor, planes: int, strides: int, relu: bool, name: str
+) -> keras.KerasTensor:
+    """Residual bottleneck: 1x1, 3x3 (stride), 1x1 to BOTTLENECK_EXPANSION x planes, + shortcut,
+    ReLU unless `relu` is off."""
+    filters = planes * BOTTLENECK_EXPANSION
+    y = conv_bn_relu(x, planes, 1, name=f"{name}_conv1")
+    y = conv_bn_relu(y, planes, 3, strides=strides, name=f"{name}_conv2")
+    y = conv_bn_relu(y, filters, 1, name=f"{name}_conv3", relu=False)
+    return _residual_sum(x, y, filters, strides, relu, name)
+
+
+def residual_stage(
+    x: keras.KerasTensor, block: str, planes: int, blocks: int, strides: int, name: str
+) -> keras.KerasTensor:
+    """`blocks` residual blocks ("basic" or "bottleneck"), the first with the stride, as the
+    references' _make_layer: the last of several blocks ends without ReLU; a lone basic block
+    keeps its ReLU and a lone (or first) bottleneck has none, the reference blocks' defaults."""
+    if block not in ("basic", "bottleneck"):
+        raise ValueError(f"block must be 'basic' or 'bottleneck'; got {block!r}")
+    for i in range(blocks):
+        last = i == blocks - 1
+        stride = strides if i == 0 else 1
+        if block == "basic":
+            x = basic_block(x, planes, stride, not (last and i > 0), name=f"{name}_block{i + 1}")
+        else:
+            x = bottleneck(x, planes, stride, not last and i > 0, name=f"{name}_block{i + 1}")
+    return x
+
+
+def pooled_branches(x: keras.KerasTensor, filters: int, name: str) -> list[keras.KerasTensor]:
+    """The four pooled branches of DAPPM/PAPPM (PPM_POOLS, then a global pooling), each
+    BN-ReLU-1x1 conv, upsampled to x's size."""
+    size = (int(x.shape[1]), int(x.shape[2]))
+    branches = []
+    for i, (kernel, stride, pad) in enumerate(PPM_POOLS, start=1):
+        # PyTorch's AvgPool2d(k, s, p) counts the zero padding in each average.
+        y = layers.ZeroPadding2D(pad, name=f"{name}_scale{i}_pad")(x)
+        y = layers.AveragePooling2D(kernel, stride, padding="valid", name=f"{name}_scale{i}_pool")(
+            y
+        )
+        y = bn_relu_conv(y, filters, 1, name=f"{name}_scale{i}_conv")
+        branches.append(resize_to(y, size, name=f"{name}_scale{i}_upsample"))
+    i = len(PPM_POOLS) + 1
+    y = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_scale{i}_pool")(x)
+    y = bn_relu_conv(y, filters, 1, name=f"{name}_scale{i}_conv")
+    branches.append(resize_to(y, size, name=f"{name}_scale{i}_upsample"))
+    return branches
+
+
+def dappm(
+    x: keras.KerasTensor, filters: int, out_filters: int, name: str = "dappm"
+) -> keras.KerasTensor:
+    """Deep aggregation pyramid pooling (DDRNet; PIDNet-L): each pooled branch added to the
+    previous scale and 3x3 conv'd, all scales concatenated, 1x1 compression + 1x1 shortcut."""
+    outputs = [bn_relu_conv(x, filters, 1, name=f"{name}_scale0_conv")]
+    for i, branch in enumerate(pooled_branches(x, filters, name), start=1):
+        y = layers.Add(name=f"{name}_scale{i}_add")([branch, outputs[-1]])
+        outputs.append(bn_relu_conv(y, filters, 3, name=f"{name}_process{i}"))
+    y = layers.Concatenate(name=f"{name}_concat")(outputs)
+    y = bn_relu_conv(y, out_filters, 1, name=f"{name}_compression")
+    shortcut = bn_relu_conv(x, out_filters, 1, name=f"{name}_shortcut")
+    return layers.Add(name=f"{name}_out")([y, shortcut])
+
+
+def preactivation_head(
+    x: keras.KerasTensor, mid_filters: int, out_filters: int, size: tuple[int, int], name: str
+) -> keras.KerasTensor:
+    """Segmentation head of PIDNet and DDRNet: BN-ReLU-3x3 conv-BN-ReLU-1x1 conv (with bias),
+    bilinear to `size`, float32 logits (`{name}_logits`)."""
+    x = bn_relu_conv(x, mid_filters, 3, name=f"{name}_conv")
+    x = layers.BatchNormalization(name=f"{name}_classifier_bn")(x)
+    x = layers.ReLU(name=f"{name}_classifier_relu")(x)
+    x = layers.Conv2D(out_filters, 1, name=f"{name}_classifier")(x)
+    return logits_output(resize_to(x, size, name=f"{name}_upsample"), name=f"{name}_logits")

@@ -49,7 +49,18 @@ import keras
 from keras import layers
 
 from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
-from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
+from models.layers import (
+    basic_block,
+    bn_relu_conv,
+    check_input_size,
+    conv_bn_relu,
+    dappm,
+    normalize_input,
+    pooled_branches,
+    preactivation_head,
+    residual_stage,
+    resize_to,
+)
 
 #: Total downsampling: the I branch ends at 1/64 (its pyramid pooling runs there).
 SIZE_MULTIPLE = 64
@@ -60,9 +71,6 @@ VARIANTS: dict[str, tuple[int, int, int, int, int]] = {
     "m": (2, 3, 64, 96, 128),
     "l": (3, 4, 64, 112, 256),
 }
-#: Average poolings of PAPPM/DAPPM: (kernel, stride, zero padding), then a global pooling.
-PPM_POOLS = ((5, 2, 2), (9, 4, 4), (17, 8, 8))
-BOTTLENECK_EXPANSION = 2
 
 
 @keras.saving.register_keras_serializable(package="cityscapes_bench")
@@ -77,95 +85,17 @@ class PixelSimilarity(layers.Layer):
         return (*input_shape[0][:-1], 1)
 
 
-def _basic_block(x, filters: int, strides: int, relu: bool, name: str) -> keras.KerasTensor:
-    """Residual basic block: 3x3 conv-BN-ReLU, 3x3 conv-BN, + shortcut, ReLU unless `relu` off."""
-    shortcut = x
-    y = conv_bn_relu(x, filters, 3, strides=strides, name=f"{name}_conv1")
-    y = conv_bn_relu(y, filters, 3, name=f"{name}_conv2", relu=False)
-    if strides != 1 or int(x.shape[-1]) != filters:
-        shortcut = conv_bn_relu(x, filters, 1, strides=strides, name=f"{name}_down", relu=False)
-    y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return layers.ReLU(name=f"{name}_relu")(y) if relu else y
-
-
-def _bottleneck(x, planes: int, strides: int, relu: bool, name: str) -> keras.KerasTensor:
-    """Residual bottleneck (expansion 2): 1x1, 3x3 (stride), 1x1 to 2 x planes, + shortcut."""
-    filters = planes * BOTTLENECK_EXPANSION
-    shortcut = x
-    y = conv_bn_relu(x, planes, 1, name=f"{name}_conv1")
-    y = conv_bn_relu(y, planes, 3, strides=strides, name=f"{name}_conv2")
-    y = conv_bn_relu(y, filters, 1, name=f"{name}_conv3", relu=False)
-    if strides != 1 or int(x.shape[-1]) != filters:
-        shortcut = conv_bn_relu(x, filters, 1, strides=strides, name=f"{name}_down", relu=False)
-    y = layers.Add(name=f"{name}_add")([y, shortcut])
-    return layers.ReLU(name=f"{name}_relu")(y) if relu else y
-
-
-def _stage(x, block: str, planes: int, blocks: int, strides: int, name: str) -> keras.KerasTensor:
-    """`blocks` residual blocks, the first with the stride, as the reference's _make_layer.
-
-    The last of several blocks ends without ReLU; a lone basic block keeps its ReLU and a
-    lone (or first) bottleneck has none, the reference blocks' defaults.
-    """
-    for i in range(blocks):
-        last = i == blocks - 1
-        if block == "basic":
-            relu = not (last and i > 0)
-            x = _basic_block(x, planes, strides if i == 0 else 1, relu, name=f"{name}_block{i + 1}")
-        else:
-            relu = not last and i > 0
-            x = _bottleneck(x, planes, strides if i == 0 else 1, relu, name=f"{name}_block{i + 1}")
-    return x
-
-
-def _bn_relu_conv(x, filters: int, kernel_size: int, name: str) -> keras.KerasTensor:
-    """Pre-activation unit: BN -> ReLU -> conv (no bias), layers `{name}_bn/_relu/` and `{name}`."""
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    x = layers.ReLU(name=f"{name}_relu")(x)
-    return layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-
-
-def _pooled_branches(x, filters: int, name: str) -> list[keras.KerasTensor]:
-    """The four pooled branches of (P/D)APPM, each BN-ReLU-1x1 conv, upsampled to x's size."""
-    size = (int(x.shape[1]), int(x.shape[2]))
-    branches = []
-    for i, (kernel, stride, pad) in enumerate(PPM_POOLS, start=1):
-        # PyTorch's AvgPool2d(k, s, p) counts the zero padding in each average.
-        y = layers.ZeroPadding2D(pad, name=f"{name}_scale{i}_pad")(x)
-        y = layers.AveragePooling2D(kernel, stride, padding="valid", name=f"{name}_scale{i}_pool")(
-            y
-        )
-        y = _bn_relu_conv(y, filters, 1, name=f"{name}_scale{i}_conv")
-        branches.append(resize_to(y, size, name=f"{name}_scale{i}_upsample"))
-    y = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_scale4_pool")(x)
-    y = _bn_relu_conv(y, filters, 1, name=f"{name}_scale4_conv")
-    branches.append(resize_to(y, size, name=f"{name}_scale4_upsample"))
-    return branches
-
-
 def _pappm(x, filters: int, out_filters: int, name: str = "ppm") -> keras.KerasTensor:
     """Parallel aggregation PPM: pooled branches + scale0, one grouped 3x3 conv, 1x1 compression."""
-    scale0 = _bn_relu_conv(x, filters, 1, name=f"{name}_scale0_conv")
+    scale0 = bn_relu_conv(x, filters, 1, name=f"{name}_scale0_conv")
     processed = []
-    for i, branch in enumerate(_pooled_branches(x, filters, name), start=1):
+    for i, branch in enumerate(pooled_branches(x, filters, name), start=1):
         y = layers.Add(name=f"{name}_scale{i}_add")([branch, scale0])
         # Group i of the reference's 4-group 3x3 conv over the concatenated branches.
-        processed.append(_bn_relu_conv(y, filters, 3, name=f"{name}_process_group{i}"))
+        processed.append(bn_relu_conv(y, filters, 3, name=f"{name}_process_group{i}"))
     y = layers.Concatenate(name=f"{name}_concat")([scale0, *processed])
-    y = _bn_relu_conv(y, out_filters, 1, name=f"{name}_compression")
-    shortcut = _bn_relu_conv(x, out_filters, 1, name=f"{name}_shortcut")
-    return layers.Add(name=f"{name}_out")([y, shortcut])
-
-
-def _dappm(x, filters: int, out_filters: int, name: str = "ppm") -> keras.KerasTensor:
-    """Deep aggregation PPM: each pooled branch added to the previous one, then a 3x3 conv."""
-    outputs = [_bn_relu_conv(x, filters, 1, name=f"{name}_scale0_conv")]
-    for i, branch in enumerate(_pooled_branches(x, filters, name), start=1):
-        y = layers.Add(name=f"{name}_scale{i}_add")([branch, outputs[-1]])
-        outputs.append(_bn_relu_conv(y, filters, 3, name=f"{name}_process{i}"))
-    y = layers.Concatenate(name=f"{name}_concat")(outputs)
-    y = _bn_relu_conv(y, out_filters, 1, name=f"{name}_compression")
-    shortcut = _bn_relu_conv(x, out_filters, 1, name=f"{name}_shortcut")
+    y = bn_relu_conv(y, out_filters, 1, name=f"{name}_compression")
+    shortcut = bn_relu_conv(x, out_filters, 1, name=f"{name}_shortcut")
     return layers.Add(name=f"{name}_out")([y, shortcut])
 
 
@@ -207,16 +137,7 @@ def _bag(p, i, d, filters: int, light: bool, name: str = "dfm") -> keras.KerasTe
             layers.Multiply(name=f"{name}_i_weighted")([not_edge, i]),
         ]
     )
-    return _bn_relu_conv(mixed, filters, 3, name=f"{name}_conv")
-
-
-def _seg_head(x, mid_filters: int, out_filters: int, size, name: str) -> keras.KerasTensor:
-    """BN-ReLU-3x3 conv-BN-ReLU-1x1 conv (with bias), bilinear to `size`, float32 logits."""
-    x = _bn_relu_conv(x, mid_filters, 3, name=f"{name}_conv")
-    x = layers.BatchNormalization(name=f"{name}_classifier_bn")(x)
-    x = layers.ReLU(name=f"{name}_classifier_relu")(x)
-    x = layers.Conv2D(out_filters, 1, name=f"{name}_classifier")(x)
-    return logits_output(resize_to(x, size, name=f"{name}_upsample"), name=f"{name}_logits")
+    return bn_relu_conv(mixed, filters, 3, name=f"{name}_conv")
 
 
 def _resolve_variant(variant: str | None) -> str:
@@ -263,50 +184,62 @@ def build_pidnet(
     # Shared stem and layers 1-2: 1/8, 2C.
     x = conv_bn_relu(x, planes, 3, strides=2, name="stem_conv1", use_bias=True)
     x = conv_bn_relu(x, planes, 3, strides=2, name="stem_conv2", use_bias=True)
-    x = _stage(x, "basic", planes, m, 1, name="layer1")
+    x = residual_stage(x, "basic", planes, m, 1, name="layer1")
     x = layers.ReLU(name="layer1_out_relu")(x)
-    x = _stage(x, "basic", planes * 2, m, 2, name="layer2")
+    x = residual_stage(x, "basic", planes * 2, m, 2, name="layer2")
     x = layers.ReLU(name="layer2_out_relu")(x)
     size8 = (int(x.shape[1]), int(x.shape[2]))
 
     # Stage 3: P and D start at 1/8, I goes to 1/16.
-    p = _stage(x, "basic", planes * 2, m, 1, name="p_layer3")
+    p = residual_stage(x, "basic", planes * 2, m, 1, name="p_layer3")
     d_width = planes if m == 2 else planes * 2
-    d = _basic_block(x, d_width, 1, relu=False, name="d_layer3_block1")
-    i = layers.ReLU(name="i_layer3_out_relu")(_stage(x, "basic", planes * 4, n, 2, "i_layer3"))
+    d = basic_block(x, d_width, 1, relu=False, name="d_layer3_block1")
+    i = layers.ReLU(name="i_layer3_out_relu")(
+        residual_stage(x, "basic", planes * 4, n, 2, "i_layer3")
+    )
     p = _pag(p, conv_bn_relu(i, planes * 2, 1, name="p_compression3", relu=False), planes, "pag3")
     diff = conv_bn_relu(i, d_width, 3, name="d_diff3", relu=False)
     d = layers.Add(name="d_add3")([d, resize_to(diff, size8, name="d_diff3_upsample")])
     p_aux_input = p
 
     # Stage 4: I to 1/32.
-    i = layers.ReLU(name="i_layer4_out_relu")(_stage(i, "basic", planes * 8, n, 2, "i_layer4"))
-    p = _stage(layers.ReLU(name="p_layer4_in_relu")(p), "basic", planes * 2, m, 1, "p_layer4")
+    i = layers.ReLU(name="i_layer4_out_relu")(
+        residual_stage(i, "basic", planes * 8, n, 2, "i_layer4")
+    )
+    p = residual_stage(
+        layers.ReLU(name="p_layer4_in_relu")(p), "basic", planes * 2, m, 1, "p_layer4"
+    )
     d = layers.ReLU(name="d_layer4_in_relu")(d)
     if m == 2:
-        d = _stage(d, "bottleneck", planes, 1, 1, name="d_layer4")
+        d = residual_stage(d, "bottleneck", planes, 1, 1, name="d_layer4")
     else:
-        d = _basic_block(d, planes * 2, 1, relu=False, name="d_layer4_block1")
+        d = basic_block(d, planes * 2, 1, relu=False, name="d_layer4_block1")
     p = _pag(p, conv_bn_relu(i, planes * 2, 1, name="p_compression4", relu=False), planes, "pag4")
     diff = conv_bn_relu(i, planes * 2, 3, name="d_diff4", relu=False)
     d = layers.Add(name="d_add4")([d, resize_to(diff, size8, name="d_diff4_upsample")])
     boundary_input = d
 
     # Stage 5: P and D to 4C at 1/8; I to 16C at 1/64, pyramid pooling, back to 1/8.
-    p = _stage(layers.ReLU(name="p_layer5_in_relu")(p), "bottleneck", planes * 2, 1, 1, "p_layer5")
-    d = _stage(layers.ReLU(name="d_layer5_in_relu")(d), "bottleneck", planes * 2, 1, 1, "d_layer5")
-    i = _stage(i, "bottleneck", planes * 8, 2, 2, name="i_layer5")
-    ppm = _pappm if m == 2 else _dappm
-    i = resize_to(ppm(i, ppm_planes, planes * 4), size8, name="ppm_upsample")
+    p = residual_stage(
+        layers.ReLU(name="p_layer5_in_relu")(p), "bottleneck", planes * 2, 1, 1, "p_layer5"
+    )
+    d = residual_stage(
+        layers.ReLU(name="d_layer5_in_relu")(d), "bottleneck", planes * 2, 1, 1, "d_layer5"
+    )
+    i = residual_stage(i, "bottleneck", planes * 8, 2, 2, name="i_layer5")
+    ppm = _pappm if m == 2 else dappm
+    i = resize_to(ppm(i, ppm_planes, planes * 4, name="ppm"), size8, name="ppm_upsample")
 
     x = _bag(p, i, d, planes * 4, light=m == 2)
-    logits = _seg_head(x, head_planes, int(num_classes), (height, width), name="head")
+    logits = preactivation_head(x, head_planes, int(num_classes), (height, width), name="head")
     outputs: keras.KerasTensor | list[keras.KerasTensor] = logits
     if aux:
         outputs = [
             logits,
-            _seg_head(p_aux_input, head_planes, int(num_classes), (height, width), "p_head"),
-            _seg_head(boundary_input, planes, 1, (height, width), name="d_head"),
+            preactivation_head(
+                p_aux_input, head_planes, int(num_classes), (height, width), "p_head"
+            ),
+            preactivation_head(boundary_input, planes, 1, (height, width), name="d_head"),
         ]
     model = keras.Model(inputs, outputs, name=f"pidnet_{key}")
     if weights is not None:

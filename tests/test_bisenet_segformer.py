@@ -63,11 +63,11 @@ def test_bisenetv2_branches():
     # GE expansion 6 on the depthwise convs.
     assert shape(model, "s3_ge1_dwconv1") == (H // 8, W // 8, 16 * 6)
     assert shape(model, "s5_ge2_dwconv") == (H // 32, W // 32, 128 * 6)
-    # BGA at 1/8 and 1/32, head at 1/8 (1024 wide), logits at the input size.
+    # BGA at 1/8 and 1/32, head at 1/8 (640 wide), logits at the input size.
     assert shape(model, "bga_detail_down_pool") == (H // 32, W // 32, 128)
     assert shape(model, "bga_semantic_upsample") == (H // 8, W // 8, 128)
     assert shape(model, "bga_conv_relu") == (H // 8, W // 8, 128)
-    assert shape(model, "head_conv_relu") == (H // 8, W // 8, 1024)
+    assert shape(model, "head_conv_relu") == (H // 8, W // 8, 640)
     assert [tuple(o.shape[1:]) for o in model.outputs] == [(H, W, 19)]
 
 
@@ -146,16 +146,31 @@ def test_padding_equivalents_of_pytorch_pooling():
 
 
 def test_bisenetv2_compute_against_the_paper():
-    """The paper's 21.15 GFLOPs at 512x1024 (84.6 G at 1024x2048) is below the reference
-    implementation's 98.4 G: the gap is the segment head's 3x3 conv, 1024 wide in the
-    reference (a width the paper does not give). Without that conv the model is below it."""
+    """Within 5% of the paper's 21.15 GFLOPs (multiply-adds) at 512x1024, 84.6 G at 1024x2048,
+    with the 640-wide main head; the reference code's 1024-wide head is 16% above it. Counted
+    by hand: every conv of the inference graph (the booster heads are not in it) is a 3x3 or
+    1x1 conv or depthwise conv of a known width at a known stride."""
     published = get_info("bisenetv2").published_for()
     assert published.params is None  # no published parameter count
-    compute = model_macs(full_size("bisenetv2"), FULL)
+    model = full_size("bisenetv2")
+    compute = model_macs(model, FULL)
     assert compute.unknown_shapes == []
-    head_conv = (H // 8) * (W // 8) * 9 * 128 * 1024 / 1e9
-    assert compute.gmacs - head_conv < published.gmacs < compute.gmacs
-    assert abs(compute.gmacs - 98.41) < 0.01 * 98.41, compute.gmacs
+    assert abs(compute.gmacs - published.gmacs) <= 0.05 * published.gmacs, compute.gmacs
+    by_hand = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):  # DepthwiseConv2D is not a Conv2D
+            h, w, c = (int(d) for d in layer.output.shape[1:])
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            by_hand += h * w * k * int(layer.input.shape[-1]) * c
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            h, w, c = (int(d) for d in layer.output.shape[1:])
+            by_hand += h * w * layer.kernel_size[0] * layer.kernel_size[1] * c
+    assert compute.macs == by_hand
+    # The main head's 3x3 conv and classifier; at 1024 wide the total is 16% above the paper.
+    per_channel = (H // 8) * (W // 8) * (9 * 128 + 19)
+    assert model.get_layer("head_conv").filters == 640
+    wide = (compute.macs + (1024 - 640) * per_channel) / 1e9
+    assert wide > 1.15 * published.gmacs, wide
 
 
 # --------------------------------------------------------------------------- SegFormer

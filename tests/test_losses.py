@@ -1,9 +1,11 @@
 """The losses PIDNet and the real-time papers train with (training.trainer).
 
-OHEM on hand-made probabilities; the boundary map of a two-region label and of ignored pixels
+OHEM on hand-made probabilities, on the main output and on "main"-kind auxiliary heads
+(BiSeNetV2's boosters); the boundary map of a two-region label and of ignored pixels
 (against the PIDNet reference's cv2.Canny ground truth); the boundary and boundary-awareness
 losses on tiny hand-computed cases; their normalisation under two replicas against one process;
-a few PIDNet training steps; and the --loss options of train.py.
+a few PIDNet training steps; the --loss options of train.py and the recipes' OHEM settings;
+AdamW's decoupled weight decay against Keras' Adam plus the hand-applied decay.
 """
 
 from __future__ import annotations
@@ -113,6 +115,31 @@ def test_ohem_is_the_main_loss_and_aux_heads_keep_cross_entropy():
     assert float(terms["main"]) == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
     # The cross-entropy head keeps plain cross-entropy over the 7 labelled pixels.
     assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(*PROBABILITIES[:7]) / 7, rel=1e-5)
+
+
+def test_ohem_also_mines_the_aux_heads_of_kind_main():
+    """BiSeNetV2's booster heads ("main" kind) take the main output's loss: OHEM under --loss
+    ohem, each head mined on its own logits; cross-entropy under --loss ce."""
+    logits = two_class_logits(np.reshape(PROBABILITIES, (1, 2, 4)))
+    # The aux head is sure of every pixel but two: 0.3 and 0.8 are below 0.9.
+    aux_probabilities = [0.99, 0.3, 0.99, 0.99, 0.8, 0.99, 0.99, 0.5]
+    aux = two_class_logits(np.reshape(aux_probabilities, (1, 2, 4)))
+    labels = tf.constant(np.reshape(LABELS, (1, 2, 4)), tf.uint8)
+    edges = np.zeros((1, 2, 4, 1), np.float32)
+    kinds = {"aux_losses": ("main", "boundary"), "boundary_awareness": False}
+    trainer = loss_trainer(loss="ohem", ohem_thresh=0.9, ohem_min_kept=1, **kinds)
+    terms = trainer.loss_terms([logits, aux, edges], labels)
+    assert float(terms["main"]) == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
+    # The aux head's own pixels below 0.9: 0.3 and 0.8 (not the unlabelled 0.5).
+    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(0.3, 0.8) / 2, rel=1e-5)
+    # A threshold of 0.2 keeps none; min_kept 1 raises it to 0.8 (index 1): 0.3 alone.
+    trainer = loss_trainer(loss="ohem", ohem_thresh=0.2, ohem_min_kept=1, **kinds)
+    terms = trainer.loss_terms([logits, aux, edges], labels)
+    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(0.3), rel=1e-5)
+    # Under cross-entropy the "main" kind is plain cross-entropy over the 7 labelled pixels.
+    trainer = loss_trainer(loss="ce", **kinds)
+    terms = trainer.loss_terms([logits, aux, edges], labels)
+    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(*aux_probabilities[:7]) / 7, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,6 +409,74 @@ def test_train_options_and_recipe_defaults():
     config = config_of("-m", "fastscnn", "--loss", "ohem", "--ohem-thresh", "0.7")
     assert (config.loss, config.ohem_thresh, config.ohem_min_kept) == ("ohem", 0.7, 131072)
     assert config_of("-m", "ddrnet", "--ohem-min-kept", "4096").ohem_min_kept == 4096
+    config = config_of("-m", "pidnet")
+    assert (config.ohem_thresh, config.ohem_min_kept) == (0.9, 131072)
+
+
+def test_bisenetv2_trains_all_five_outputs_with_its_references_ohem():
+    """CoinCheung/BiSeNet: OhemCELoss(0.7) on the main and the four booster heads, keeping at
+    least 1/16 of the labelled pixels (of 16 x 512x1024 in the recipe); the options win."""
+    config = config_of("-m", "bisenetv2")
+    assert (config.loss, config.ohem_thresh) == ("ohem", 0.7)
+    assert config.ohem_min_kept == 16 * 512 * 1024 // 16 == 524288
+    assert loss_options(config)["aux_losses"] == ("main",) * 4
+    config = config_of("-m", "bisenetv2", "--ohem-thresh", "0.8", "--ohem-min-kept", "100")
+    assert (config.ohem_thresh, config.ohem_min_kept) == (0.8, 100)
+    # The recipe's thresholds are checked like the options.
+    with pytest.raises(ValueError, match="recipe OHEM threshold must be in"):
+        models.info.Recipe(loss="ohem", ohem_thresh=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# AdamW: decoupled weight decay on the kernels L2 decay would take
+# ----------------------------------------------------------------------------------------------
+
+
+def adamw_step(optimizer: str, weight_decay: float) -> tuple[keras.Model, list, dict, float]:
+    """(model, its weights before, its weights after, loss) of one Trainer step on a model
+    with a conv (kernel + bias), batch norm and a depthwise conv."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 6, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, use_bias=False, name="head")(x))
+    trainer = Trainer(
+        model,
+        make_optimizer(optimizer, 0.1),
+        tf.distribute.get_strategy(),
+        2,
+        weight_decay=weight_decay,
+    )
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.uniform(0, 1, (2, 4, 6, 3)), tf.float32)
+    labels = tf.constant(rng.integers(0, 2, (2, 4, 6)), tf.uint8)
+    loss = trainer.train_step((images, labels))["loss"]
+    return trainer, before, {v.path: v.numpy() for v in model.trainable_variables}, loss
+
+
+def test_adamw_decays_the_kernels_decoupled_from_the_loss():
+    """One AdamW step = the Adam step minus lr x weight decay x the weights before it, on the
+    conv and classifier kernels only; no L2 term in the loss."""
+    _, before, adam, adam_loss = adamw_step("adam", 0.0)
+    trainer, before_w, adamw, adamw_loss = adamw_step("adamw", 0.5)
+    assert trainer.decoupled and trainer.decayed == []
+    assert adamw_loss == pytest.approx(adam_loss, rel=1e-6)  # no L2 term
+    decayed = {"conv/kernel", "head/kernel"}
+    assert decayed < set(adam)
+    for path, value in adamw.items():
+        np.testing.assert_array_equal(before_w[path], before[path])
+        expected = adam[path] - (0.1 * 0.5 * before[path] if path in decayed else 0.0)
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-7, err_msg=path)
+    # Not decoupled: Adam with weight decay adds the L2 term to the loss instead.
+    trainer, *_, l2_loss = adamw_step("adam", 0.5)
+    assert not trainer.decoupled and l2_loss > adam_loss
+    # An AdamW already built cannot be given its kernels.
+    optimizer = make_optimizer("adamw", 0.1)
+    optimizer.build(trainer.model.trainable_variables)
+    with pytest.raises(ValueError, match="already built"):
+        Trainer(trainer.model, optimizer, tf.distribute.get_strategy(), 2, weight_decay=0.5)
 
 
 @pytest.mark.parametrize(

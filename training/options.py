@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-#: Optimizer names accepted by --optimizer and -f (the seed's list).
+#: Optimizer names accepted by --optimizer and -f (the seed's list, and adamw: Adam with
+#: decoupled weight decay, SegFormer's optimizer).
 OPTIMIZERS = (
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
+    "adamw",
     "ftrl",
     "nadam",
     "rmsprop",

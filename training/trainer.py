@@ -16,9 +16,12 @@ OHEM share):
 
 - "ce": cross-entropy, the mean over labelled pixels (class-weighted: sum w l / sum w), over
   the global batch as above.
-- "ohem" (--loss ohem, main output only; auxiliary "ce" heads keep plain cross-entropy, as the
-  references' OhemCrossEntropy does): sort the labelled pixels by the predicted probability of
-  their true class; threshold = max(--ohem-thresh, the probability at index
+- "ohem" (--loss ohem): on the main output and the auxiliary outputs of kind "main"
+  (BiSeNetV2's booster heads: its reference, CoinCheung/BiSeNet tools/train_amp.py, puts an
+  OhemCELoss on all five outputs); auxiliary "ce" heads keep plain cross-entropy, as PIDNet's
+  and DDRNet's OhemCrossEntropy does (utils/criterion.py: cross-entropy for all but the last
+  output). Each OHEM output is mined on its own: sort the labelled pixels by the predicted
+  probability of their true class; threshold = max(--ohem-thresh, the probability at index
   min(--ohem-min-kept, n - 1) of that order); the loss is the mean cross-entropy of the pixels
   below the threshold. So every pixel predicted with less than 0.9 is kept, and at least the
   131072 hardest when fewer are (exactly that many without ties; with n <= 131072 labelled
@@ -44,8 +47,10 @@ OHEM share):
   (XLA-compilable) forward pass, so it is each replica's mean, averaged over replicas, as in
   the references. A step without such pixels adds 0 (PyTorch's mean would be NaN).
 
-Also here: the precision policy, the optimizers by the seed's names, backbone freezing and the
-kernels L2 weight decay applies to.
+Also here: the precision policy, the optimizers by the seed's names (and adamw), backbone
+freezing and the kernels weight decay applies to: as an L2 term of the loss, or with AdamW as
+its decoupled decay (Loshchilov and Hutter, arXiv 1711.05101: each step multiplies those
+kernels by 1 - learning rate x weight decay, and the loss has no L2 term).
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ def make_optimizer(
     """A Keras optimizer by the seed's name.
 
     Args:
-        name: one of OPTIMIZERS.
+        name: one of OPTIMIZERS. "adamw" is built with no decay; the Trainer gives it its
+            weight_decay as the decoupled decay rate.
         learning_rate: float or LearningRateSchedule.
         momentum: used by sgd, sgd_nesterov and rmsprop (ignored by the others).
         loss_scale: wrap in a LossScaleOptimizer (needed for float16, not for bfloat16).
@@ -124,6 +130,8 @@ def make_optimizer(
         "adagrad": lambda: opt.Adagrad(learning_rate),
         "adam": lambda: opt.Adam(learning_rate),
         "adamax": lambda: opt.Adamax(learning_rate),
+        # Decoupled weight decay: the Trainer sets its rate (its weight_decay) and its kernels.
+        "adamw": lambda: opt.AdamW(learning_rate, weight_decay=0.0),
         "ftrl": lambda: opt.Ftrl(learning_rate),
         "nadam": lambda: opt.Nadam(learning_rate),
         "rmsprop": lambda: opt.RMSprop(learning_rate, momentum=momentum),
@@ -177,6 +185,32 @@ def decayed_kernels(model: keras.Model) -> list[keras.Variable]:
                 seen.add(id(weight))
                 kernels.append(weight)
     return kernels
+
+
+def _set_decoupled_decay(
+    optimizer: keras.optimizers.Optimizer,
+    model: keras.Model,
+    decayed: Sequence[keras.Variable],
+    weight_decay: float,
+) -> bool:
+    """For an AdamW optimizer (also inside a LossScaleOptimizer): set its decoupled decay to
+    `weight_decay` on the `decayed` kernels only (the other trainable variables excluded, as
+    the L2 term leaves out biases, normalisation and depthwise kernels). Returns whether it
+    is one; ValueError if it was already built (its exclusions can no longer be set)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not isinstance(inner, keras.optimizers.AdamW):
+        return False
+    if inner.built:
+        raise ValueError(
+            "the AdamW optimizer was already built: give the Trainer a new one, so that its "
+            "weight decay covers the kernels L2 decay would (no biases, norms, depthwise kernels)"
+        )
+    inner.weight_decay = float(weight_decay)
+    chosen = {id(v) for v in decayed}
+    inner.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if id(v) not in chosen]
+    )
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +300,9 @@ class Trainer:
         num_classes: number of classes (label values >= this, e.g. 255, are ignored).
         aux_weights: loss weights of the auxiliary outputs, in order.
         class_weights: optional (num_classes,) per-class loss weights.
-        weight_decay: L2 coefficient: the loss gets weight_decay / 2 * sum of squared kernels.
+        weight_decay: L2 coefficient: the loss gets weight_decay / 2 * sum of squared kernels
+            (decayed_kernels); with an AdamW optimizer it is AdamW's decoupled decay rate
+            instead, on the same kernels (set on the optimizer here; the loss gets no L2 term).
         xla: compile the forward and backward pass with XLA (jit_compile).
         loss: loss of the main output, one of LOSSES ("ce", "ohem").
         ohem_thresh: OHEM's probability threshold.
@@ -308,6 +344,9 @@ class Trainer:
         self._set_losses(loss, ohem_thresh, ohem_min_kept, aux_losses, boundary_awareness)
         self._check_outputs()
         self.decayed = decayed_kernels(model) if weight_decay > 0 else []
+        self.decoupled = _set_decoupled_decay(optimizer, model, self.decayed, self.weight_decay)
+        if self.decoupled:
+            self.decayed = []  # AdamW decays them itself
         with strategy.scope():
             optimizer.build(model.trainable_variables)
         forward = self._forward_backward
@@ -429,6 +468,9 @@ class Trainer:
         ):
             if kind == "boundary":
                 terms["boundary"] += weight * self._boundary_loss(targets["edges"], logits, counts)
+            elif kind == "main":  # the main output's loss: OHEM under --loss ohem
+                ce = self._ce(safe, logits)
+                terms["aux"] += weight * self._semantic_loss(ce, valid, weights, norm)
             else:
                 terms["aux"] += weight * tf.reduce_sum(self._ce(safe, logits) * weights) / norm
         if self.boundary_awareness and self.boundary_output < len(outputs):
