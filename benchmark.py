@@ -102,7 +102,7 @@ def add_timing_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODEL",
         help="models to time, each NAME or NAME:key=value,... "
-        "(e.g. deeplabv3+:backbone=xception); None: every registered "
+        "(e.g. deeplabv3+:backbone=xception); default: every registered "
         "model with its default options",
     )
     group.add_argument(
@@ -173,7 +173,7 @@ def add_timing_args(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         default=None,
-        help="onnxruntime intra-op threads and OpenVINO's INFERENCE_NUM_THREADS (None: "
+        help="onnxruntime intra-op threads and OpenVINO's INFERENCE_NUM_THREADS (default: "
         "every core this process may use)",
     )
     group.add_argument(
@@ -221,7 +221,7 @@ def _add_models_command(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="MODEL",
-        help="models (NAME or NAME:key=value,...); None: every registered "
+        help="models (NAME or NAME:key=value,...); default: every registered "
         "model and its backbone variants",
     )
     add_output_dir(models, "models.{md,csv,json}")
@@ -241,7 +241,7 @@ def _add_train_command(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="MODEL",
-        help="models (NAME or NAME:key=value,...); None: every registered model",
+        help="models (NAME or NAME:key=value,...); default: every registered model",
     )
     train.add_argument(
         "--size", type=parse_target_size, default=(512, 1024), metavar="H,W", help="crop size"
@@ -284,7 +284,7 @@ def _add_data_command(sub: Any) -> None:
         "--workers",
         type=positive_int,
         default=None,
-        help="threads of the ceiling and parallel calls of the pipeline (None: the CPU count)",
+        help="threads of the ceiling and parallel calls of the pipeline (default: the CPU count)",
     )
     data.add_argument(
         "--repeats",
@@ -360,14 +360,14 @@ def _add_eval_command(sub: Any) -> None:
     ev.add_argument(
         "--predictions",
         default=None,
-        help="folder of label-id PNG predictions (None: noisy ground truth "
+        help="folder of label-id PNG predictions (default: noisy ground truth "
         "written into a temporary folder)",
     )
     ev.add_argument(
         "--workers",
         type=positive_int,
         default=None,
-        help="worker processes of our evaluator and the ceiling (None: the CPUs)",
+        help="worker processes of our evaluator and the ceiling (default: the CPUs)",
     )
     ev.add_argument(
         "--no-official",

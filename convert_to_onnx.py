@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.graph import DEFAULT_OPSET
+from deploy.options import DEFAULT_OPSET
 from models.options import add_model_args
 from utils.cli import guard, make_parser, positive_int, quiet_tensorflow
 
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         "--weights",
         default=None,
-        help="trained weights (.weights.h5 or .keras) written by train.py; "
-        "default: random initialisation",
+        help="trained weights (.weights.h5 or .keras) written by train.py (default: random "
+        "initialisation with seed 0, so that the same command writes the same file)",
     )
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument(
@@ -139,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     export.check_output_path(output)
     if args.weights is not None:
         check_weights_file(args.weights, args.model)
+    else:  # the same random weights every run: the export is the same file byte for byte
+        import keras
+
+        keras.utils.set_random_seed(0)
 
     print(
         f"exporting {args.model} at {size[0]}x{size[1]} (opset {args.opset}) to {output}",

@@ -8,14 +8,23 @@ leftImg8bit/ too. The numbers are those of cityscapesscripts' evalPixelLevelSema
 (same result keys, equal to 1e-9), computed with parallel decoding and one histogram per image
 instead of Python loops.
 
-Writes under -r: resultPixelLevelSemanticLabeling.json (the official keys), evaluation.md (class
-and category tables, IoU and nIoU) and confusion_matrix.png.
+Writes under -r: resultPixelLevelSemanticLabeling.json (the official keys, and classSet),
+evaluation.md (class and category tables, IoU and nIoU) and confusion_matrix.png. Running a model
+adds calibration.json: the expected calibration error of its softmax confidence (15 bins, pixels
+at the ground truth's resolution), recall and precision of the safety classes (person, rider,
+car, truck, bus, bicycle, motorcycle, traffic light, traffic sign, pole) and, for bayes_segnet
+with --mc-samples, how well its Monte Carlo uncertainty finds its errors (AUROC, area under the
+risk-coverage curve). --corruptions adds robustness.json and robustness.png: the mIoU under each
+corruption and severity, their mean and the relative robustness (mean / clean), as the
+Cityscapes-C benchmark (Kamann and Rother, CVPR 2020). --classes scores another class set with
+the same formulas: categories (the 7 categories as classes) or rail20 (rail track added).
 
 Examples:
   python evaluate.py --predictions my_preds/ -p $CITYSCAPES_DATASET --split val -r runs/eval
   python evaluate.py -m fastscnn -w fastscnn.weights.h5 --synthetic -r runs/eval_fastscnn
   python evaluate.py --onnx fastscnn.onnx --synthetic
   python evaluate.py --onnx fastscnn.onnx --backend openvino --synthetic
+  python evaluate.py --onnx fastscnn.onnx --synthetic --corruptions fog rain --severities 1,3,5
 """
 
 from __future__ import annotations
@@ -26,9 +35,24 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from datasets.corruptions import CORRUPTIONS, SEVERITIES
 from datasets.options import add_dataset_args, dataset_root
 from models.options import add_model_args, model_options
+from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, positive_int, quiet_tensorflow
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    """Argparse type of --severities: numbers 1-5 separated by commas, e.g. 1,3,5."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct severities 1-5 separated by commas (e.g. 1,3,5), got {text!r}"
+        )
+    return tuple(sorted(values))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="prediction PNGs hold train ids (0..18, 255 = void) instead of label ids",
     )
+    add_classes_arg(
+        scoring,
+        "scored with the official formulas (default: the class set the model's file records, "
+        "else cityscapes19; --predictions: cityscapes19)",
+    )
     add_model_args(parser, required=False)
     run = parser.add_argument_group(
         "model run (with -m; its outputs are resized to the ground truth's size, bilinear on "
@@ -84,6 +113,44 @@ def build_parser() -> argparse.ArgumentParser:
         "its first batch is checked against onnxruntime by deploy/checks.py's parity rule)",
     )
     run.add_argument("--batch", type=positive_int, default=1, help="images per model call")
+    run.add_argument(
+        "--mc-samples",
+        type=positive_int,
+        default=None,
+        help="bayes_segnet: Monte Carlo dropout samples T (about 50); its mean softmax is "
+        "scored and its uncertainty is judged against the error map in calibration.json "
+        "(default: none, a single deterministic pass)",
+    )
+    run.add_argument(
+        "--seed", type=int, default=0, help="seed of the Monte Carlo dropout masks (default: 0)"
+    )
+    robust = parser.add_argument_group(
+        "robustness (with -m or --onnx: the val images corrupted in memory, fixed seeds)"
+    )
+    robust.add_argument(
+        "--corruptions",
+        nargs="*",
+        choices=tuple(CORRUPTIONS),
+        default=None,
+        metavar="NAME",
+        help="also evaluate under these corruptions (no name: all of "
+        f"{', '.join(CORRUPTIONS)}); writes robustness.json and robustness.png "
+        "(default: none, clean images only)",
+    )
+    robust.add_argument(
+        "--severities",
+        type=parse_severities,
+        default=SEVERITIES,
+        help="severities 1-5 of each corruption, separated by commas (default: 1,2,3,4,5)",
+    )
+    robust.add_argument(
+        "--corruption-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="base seed of the corruptions: the same seed corrupts every image the same way "
+        "(default: 0)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "-r",
@@ -109,34 +176,23 @@ def _progress_bar(total: int, enabled: bool, unit: str = "image") -> Any:
     return progress_bar(total, "evaluate", unit, sys.stderr, disable=not enabled, leave=False)
 
 
-def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[str, Any]:
-    """Run the model over the split, resize its scores to each ground truth, score them."""
+def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> Any:
+    """Run the model over the split (clean, then under each corruption) and score it
+    (inference.scoring: official metrics, calibration, safety classes, robustness)."""
     # Here only: TensorFlow (or onnxruntime) is imported for -m, never for --predictions.
-    from datasets.cityscapes import read_image
     from deploy.checks import parity_thresholds
-    from evaluation.cityscapes_eval import (
-        PixelLevelAccumulator,
-        ground_truth_files,
-        image_path,
-        instance_path,
-        pair_stats,
-        read_ground_truth,
-    )
+    from evaluation.cityscapes_eval import ground_truth_files
 
     # after parsing: keeps --help and usage errors instant
+    from inference.scoring import score_segmenter
     from inference.segmenter import Segmenter
     from utils.cli import quiet_tensorflow
-    from utils.labels import train_to_label_ids
-    from utils.resize import resize_map
 
     quiet_tensorflow()
     if args.weights is None and args.onnx is None:
         raise ValueError(f"-m {args.model} needs -w/--weights (trained weights) or --onnx FILE")
-    gts = ground_truth_files(root, args.split)
-    images = [image_path(gt) for gt in gts]
-    for gt, image in zip(gts, images, strict=True):
-        if not image.is_file():
-            raise ValueError(f"no image {str(image)!r} for ground truth {gt!r}")
+    corruptions = tuple(args.corruptions or CORRUPTIONS) if args.corruptions is not None else ()
+    num_images = len(ground_truth_files(root, args.split))  # the folder's error first
     segmenter = Segmenter(
         args.model,
         weights=args.weights,
@@ -145,27 +201,27 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> dict[
         onnx=args.onnx,
         backend=args.backend,
         parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
+        mc_samples=args.mc_samples,
+        seed=args.seed,
+        classes=args.classes,
     )
     args.model = segmenter.name  # with --onnx alone: the model its metadata names
-    accumulator = PixelLevelAccumulator()
-    bar = _progress_bar(len(gts), progress)
+    args.classes = segmenter.class_set.name
+    runs = 1 + len(corruptions) * len(args.severities)
+    bar = _progress_bar(num_images * runs, progress, unit="run" if runs > 1 else "image")
     try:
-        for start in range(0, len(gts), args.batch):
-            chunk = list(range(start, min(start + args.batch, len(gts))))
-            photos = [read_image(images[i]) for i in chunk]
-            for i, result in zip(chunk, segmenter.predict(photos), strict=True):
-                gt, inst = read_ground_truth(gts[i])
-                train_ids = resize_map(result.train_ids, gt.shape, nearest=True)
-                names = (
-                    f"model output for {str(images[i])!r}",
-                    repr(gts[i]),
-                    repr(instance_path(gts[i])),
-                )
-                accumulator.add(pair_stats(train_to_label_ids(train_ids), gt, inst, names=names))
-                bar.update(1)
+        return score_segmenter(
+            segmenter,
+            root,
+            args.split,
+            corruptions,
+            args.severities,
+            seed=args.corruption_seed,
+            batch=args.batch,
+            progress=bar.update,
+        )
     finally:
         bar.close()
-    return accumulator.result()
 
 
 def evaluate_predictions(args: argparse.Namespace, root: str, progress: bool) -> dict[str, Any]:
@@ -181,6 +237,7 @@ def evaluate_predictions(args: argparse.Namespace, root: str, progress: bool) ->
             train_ids=args.train_ids,
             workers=args.workers,
             progress=lambda done: bar.update(1),
+            class_set=args.classes or "cityscapes19",
         )
     finally:
         bar.close()
@@ -198,10 +255,35 @@ def check_args(args: argparse.Namespace) -> None:
         fail(
             "-w/-t go with -m MODEL or --onnx FILE; with --predictions the PNGs are scored as they are"
         )
+    if args.predictions is not None and args.corruptions is not None:
+        fail(
+            "--corruptions runs the model on corrupted images: give -m MODEL -w WEIGHTS or "
+            "--onnx FILE instead of --predictions"
+        )
+    if args.predictions is not None and args.mc_samples is not None:
+        fail("--mc-samples runs bayes_segnet: give -m bayes_segnet -w WEIGHTS, not --predictions")
+    if args.train_ids and args.classes not in (None, "cityscapes19"):
+        fail(
+            f"--train-ids reads the 19 benchmark classes' train ids; score {args.classes} from "
+            "label-id PNGs (drop --train-ids)"
+        )
     if args.backend != "onnxruntime" and args.onnx is None:
         fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if args.model is None and args.weights:
         fail("-w/--weights needs -m MODEL (the weights hold no model name); or give --onnx FILE")
+    if args.corruptions:
+        args.corruptions = list(dict.fromkeys(args.corruptions))  # each once, in order
+
+
+def _source(args: argparse.Namespace) -> str:
+    """What was scored, in words."""
+    if args.predictions is not None:
+        return f"predictions in {args.predictions}" + (" (train ids)" if args.train_ids else "")
+    return f"model {args.model}" + (
+        f" ({args.onnx}{', OpenVINO' if args.backend == 'openvino' else ''})"
+        if args.onnx
+        else f" with weights {args.weights}"
+    )
 
 
 @guard(
@@ -234,27 +316,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         root = dataset_root(args, require=("gtFine",))  # as the official script: gtFine only
     progress = not args.no_progress
+    scores = None
     if runs_model:
-        result = evaluate_model(args, root, progress)
-        source = f"model {args.model}" + (
-            f" ({args.onnx}{', OpenVINO' if args.backend == 'openvino' else ''})"
-            if args.onnx
-            else f" with weights {args.weights}"
-        )
+        scores = evaluate_model(args, root, progress)
+        result = scores.result
     else:
         result = evaluate_predictions(args, root, progress)
-        source = f"predictions in {args.predictions}" + (" (train ids)" if args.train_ids else "")
+    source = _source(args)
     seconds = time.perf_counter() - start
     num_images = len(ground_truth_files(root, args.split))
+    runs = (
+        ""
+        if scores is None or scores.robustness is None
+        else (
+            f" ({1 + len(scores.corrupted)} runs of the model over them: clean and each "
+            "corruption and severity)"
+        )
+    )
     notes = [
         f"{source}",
-        f"ground truth: gtFine/{args.split} of {root} ({num_images} images)",
+        f"ground truth: gtFine/{args.split} of {root} ({num_images} images){runs}",
+        f"class set: {result['classSet']}",
         "metrics: cityscapesscripts evalPixelLevelSemanticLabeling (IoU, instance-weighted "
         "nIoU), reproduced by evaluate.py",
         f"mean IoU (classes) {result['averageScoreClasses']:.4f}, "
         f"iIoU {result['averageScoreInstClasses']:.4f}; scored in {seconds:.1f} s",
     ]
     report = markdown_report(result, notes=notes)
+    written = [out / RESULT_JSON, out / RESULT_MARKDOWN, out / RESULT_PLOT]
+    if scores is not None:
+        report += "\n" + _write_model_extras(scores, out, source, written)
     write_json(out / RESULT_JSON, result)
     write_text(out / RESULT_MARKDOWN, report)
     plot_confusion(
@@ -263,8 +354,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(report)
     print(
         f"{num_images} images in {seconds:.2f} s ({num_images / seconds:.1f} images/s); "
-        f"wrote {out / RESULT_JSON}, {out / RESULT_MARKDOWN}, {out / RESULT_PLOT}"
+        f"wrote {', '.join(str(p) for p in written)}"
     )
+
+
+def _write_model_extras(scores: Any, out: Any, source: str, written: list) -> str:
+    """Write calibration.json (and robustness.json/.png); return their evaluation.md sections."""
+    # after parsing: keeps --help and usage errors instant
+    from evaluation.calibration import CALIBRATION_JSON
+    from evaluation.report import calibration_markdown
+    from evaluation.robustness import (
+        ROBUSTNESS_JSON,
+        ROBUSTNESS_PLOT,
+        plot_robustness,
+        robustness_markdown,
+    )
+    from utils.io import write_json
+
+    write_json(out / CALIBRATION_JSON, scores.calibration)
+    written.append(out / CALIBRATION_JSON)
+    sections = calibration_markdown(scores.calibration)
+    if scores.robustness is not None:
+        write_json(out / ROBUSTNESS_JSON, scores.robustness)
+        plot_robustness(
+            scores.robustness,
+            out / ROBUSTNESS_PLOT,
+            title=f"mIoU under corruptions (Cityscapes-C style): {source}",
+        )
+        written += [out / ROBUSTNESS_JSON, out / ROBUSTNESS_PLOT]
+        sections += "\n" + robustness_markdown(scores.robustness)
+    return sections
 
 
 if __name__ == "__main__":

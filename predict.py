@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from datasets.options import add_dataset_args
 from models.options import add_model_args
+from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
 
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "uncertainty map too",
     )
     model.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo dropout masks")
+    add_classes_arg(
+        model,
+        "the outputs name and colour its classes, and label ids come from its table "
+        "(default: the class set the weights or ONNX file records, else cityscapes19)",
+    )
     add_dataset_args(parser)
     data = parser.add_argument_group("photos")
     data.add_argument(
@@ -159,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         backend=args.backend,
         parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
+        classes=args.classes,
     )
     try:
         with progress_bar(len(items), "predict", "image", sys.stderr, args.no_progress) as bar:
@@ -192,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     size = segmenter.input_size
     print(
         f"{tally.done} images segmented ({skipped} skipped) with {segmenter.name} ({engine}) "
-        f"at {size[0]}x{size[1]}: {tally.done / tally.seconds:.2f} images/s overall, "
+        f"at {size[0]}x{size[1]}, classes {segmenter.class_set.name}: "
+        f"{tally.done / tally.seconds:.2f} images/s overall, "
         f"{1000 * tally.model_seconds / tally.done:.1f} ms/image in the model; outputs in {out}"
     )
 

@@ -73,11 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     from models.info import LOSSES
     from models.options import add_model_args
     from training.options import OPTIMIZERS
+    from utils.class_options import add_classes_arg
 
     parser = make_parser(__doc__)
 
     add_model_args(parser)
-    add_dataset_args(parser)
+    add_dataset_args(parser, coarse=True)
+    add_classes_arg(
+        parser,
+        "the model gets that many outputs, the label ids are mapped onto them, and the "
+        "weights files record it for predict.py, evaluate.py and convert_to_onnx.py "
+        "(default: cityscapes19)",
+    )
     _add_run_args(parser, OPTIMIZERS)
     _add_optimizer_args(parser, OPTIMIZERS)
     _add_loss_and_output_args(parser)
@@ -97,15 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_float,
         default=None,
         help="--loss ohem: keep the pixels whose predicted probability of their true class is "
-        "below this, in (0, 1] (default: 0.9, the PIDNet and DDRNet papers')",
+        "below this, in (0, 1] (default: the model's recipe: 0.9, the PIDNet and DDRNet "
+        "papers'; 0.7 for bisenetv2, its reference's)",
     )
     group.add_argument(
         "--ohem-min-kept",
         type=positive_int,
         default=None,
         help="--loss ohem: keep at least this many pixels of each replica's batch, the hardest "
-        "(default: 131072, the references' per-GPU value for 6 crops of 1024x1024, about 2%% of "
-        "their pixels; it does not scale with -t or -b: scale it with the pixels per replica "
+        "(default: the model's recipe: 131072, the PIDNet and DDRNet references' per-GPU value "
+        "for 6 crops of 1024x1024, about 2%% of their pixels; bisenetv2 524288, 1/16 of its "
+        "recipe's 16 x 512x1024; it does not scale with -t or -b: scale it with the pixels per replica "
         "to keep that share; each replica mines its own batch, as the references do per GPU)",
     )
     return parser
@@ -141,6 +150,14 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
     )
     parser.add_argument("--xla", action="store_true", help="compile the training step with XLA")
     parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="the same command gives the same losses and weights, run after run: "
+        "TensorFlow's ops on one thread and its op determinism, besides the seeds every run "
+        "has (--seed); costs speed: 1.31 against 1.80 steps/s on a 2-core CPU (Fast-SCNN, "
+        "256x512, batch 4), more with more cores (README, 'Reproducibility')",
+    )
+    parser.add_argument(
         "--show-recipe",
         action="store_true",
         help="print the settings of -m MODEL's recipe (optimizer, rates, crop, batch, epochs, "
@@ -159,8 +176,8 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
         default=None,
         help="batch-norm momentum, Keras' convention (moving = m * moving + (1 - m) * batch; "
         "PyTorch's 0.1 is 0.9 here) for every BatchNormalization layer (default: the value "
-        "of the implementation that reproduces the model's published result: README, "
-        "'Batch norm')",
+        "of the implementation that reproduces the model's published result: --show-recipe "
+        "prints it; docs/training.md, 'Batch norm')",
     )
     parser.add_argument(
         "--precise-bn",
@@ -276,7 +293,8 @@ def _add_loss_and_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class-weights",
         default=None,
-        help="JSON file with a list of 19 per-class loss weights (default: none)",
+        help="JSON file with a list of per-class loss weights, one per class of --classes "
+        "(19 for cityscapes19; default: none)",
     )
     parser.add_argument(
         "--freeze-backbone",
@@ -317,8 +335,9 @@ def _add_loss_and_output_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _class_weights(path: str | None) -> list[float] | None:
-    """Read --class-weights; ValueError naming the file if it is not 19 non-negative numbers."""
+def _class_weights(path: str | None, count: int = 19) -> list[float] | None:
+    """Read --class-weights; ValueError naming the file if it is not `count` (the class set's
+    classes) non-negative numbers."""
     if path is None:
         return None
     try:
@@ -326,14 +345,17 @@ def _class_weights(path: str | None) -> list[float] | None:
     except (OSError, ValueError) as exc:
         raise ValueError(
             f"cannot read class weights {path!r} ({exc}); pass a JSON file "
-            "holding a list of 19 numbers"
+            f"holding a list of {count} numbers"
         ) from None
     if (
         not isinstance(values, list)
-        or len(values) != 19
+        or len(values) != count
         or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
     ):
-        raise ValueError(f"class weights {path!r} must be a JSON list of 19 numbers >= 0")
+        raise ValueError(
+            f"class weights {path!r} must be a JSON list of {count} numbers >= 0 (one per "
+            "class of --classes)"
+        )
     return [float(v) for v in values]
 
 
@@ -360,7 +382,7 @@ def _print_scores(scores: dict) -> None:
     from utils.labels import CLASS_NAMES
 
     print(f"\n{'class':<16}{'IoU':>8}")
-    for name, value in zip(CLASS_NAMES, scores["iou"], strict=True):
+    for name, value in zip(scores.get("class_names", CLASS_NAMES), scores["iou"], strict=True):
         print(f"{name:<16}{'n/a' if math.isnan(value) else f'{100 * value:.2f}':>8}")
     print(f"{'mean IoU':<16}{100 * scores['mean_iou']:>8.2f}")
     print(f"{'pixel accuracy':<16}{100 * scores['pixel_accuracy']:>8.2f}")
@@ -376,8 +398,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     from models import get_info
     from models.options import model_options
     from training.config import TrainConfig
+    from utils.labels import DEFAULT_CLASS_SET, get_class_set
 
     recipe = get_info(args.model).recipe
+    classes = args.classes or DEFAULT_CLASS_SET
     _check_rates(args)
     loss = args.loss or recipe.loss
     ohem = {"ohem_thresh": args.ohem_thresh, "ohem_min_kept": args.ohem_min_kept}
@@ -388,6 +412,8 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
             f"{option} applies to --loss ohem only, and the loss of this run is {loss!r}; "
             "add --loss ohem or drop it"
         )
+    if loss == "ohem":  # the recipe's OHEM settings where no option gives them
+        ohem = {"ohem_thresh": recipe.ohem_thresh, "ohem_min_kept": recipe.ohem_min_kept, **ohem}
     return TrainConfig(
         model=args.model,
         input_size=tuple(args.target_size) if args.target_size else tuple(recipe.crop_size),
@@ -409,7 +435,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         output_dir=str(args.output_dir or Path("runs") / args.model),
         val_every=args.val_every,
-        class_weights=_class_weights(args.class_weights),
+        class_weights=_class_weights(args.class_weights, get_class_set(classes).num_classes),
         freeze_backbone=args.freeze_backbone,
         weights=args.weights,
         model_options=model_options(args),
@@ -417,6 +443,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume,
         coarse=args.coarse,
         skip_bad=args.skip_bad,
+        classes=classes,
         bn_momentum=args.bn_momentum,
         sync_bn=args.sync_bn,
         precise_bn=args.precise_bn,
@@ -487,9 +514,15 @@ def _show_recipe(args: argparse.Namespace) -> None:
             recipe.loss
             + (f"; aux heads {', '.join(info.aux_loss_kinds)}" if info.aux_weights else ""),
         ),
+        *(
+            [("ohem", f"threshold {recipe.ohem_thresh:g}, at least {recipe.ohem_min_kept} pixels")]
+            if recipe.loss == "ohem"
+            else []
+        ),
         ("aux weights", ", ".join(f"{w:g}" for w in info.aux_weights) or "none"),
         ("batch norm", f"momentum {bn.momentum:g}, epsilon {bn.epsilon:g} ({bn.source})"),
         ("published", published.source),
+        *([("note", recipe.note)] if recipe.note else []),
     ]
     print(f"{args.model} recipe (the defaults of train.py -m {args.model}):")
     for key, value in rows:
@@ -504,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, build the config, then train (or run the learning-rate finder)."""
     args = build_parser().parse_args(argv)
     quiet_tensorflow()  # before the first TensorFlow import (the models' registry)
+    if args.deterministic:  # before the first op
+        from training.setup import enable_determinism
+
+        enable_determinism()
     if args.show_recipe:
         _show_recipe(args)
         return 0

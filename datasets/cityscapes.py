@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Check a Cityscapes tree: find every image/label pair of a split, "
         "decode them all and print the class distribution."
     )
-    add_dataset_args(parser)
+    add_dataset_args(parser, coarse=True)
     parser.add_argument("--split", default="train", choices=SPLITS, help="split to check")
     args = parser.parse_args(argv)
 

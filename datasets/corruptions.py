@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy on first use: the names and severities stay light for --help
+    import numpy as np
 
 # albumentations asks PyPI for a newer version at import unless told not to: no network calls
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -131,6 +132,8 @@ CORRUPTIONS: dict[str, Callable[[int, int], Any]] = {
 
 def corruption_seed(base: int, index: int, name: str, severity: int) -> int:
     """The seed of image `index` under one corruption and severity, from a run's base seed."""
+    import numpy as np
+
     words = [base, index, sorted(CORRUPTIONS).index(name), severity]
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
@@ -145,6 +148,8 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
         raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in (0, *SEVERITIES):
         raise ValueError(f"corruption severity must be 0-5, got {severity!r}")
+    import numpy as np
+
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(

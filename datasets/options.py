@@ -13,12 +13,13 @@ ROOT_FOLDERS = ("leftImg8bit", "gtFine")
 
 def add_dataset_args(
     parser: argparse.ArgumentParser,
-    coarse: bool = True,
+    coarse: bool = False,
     skip_bad: bool = True,
     path_help: str = "Cityscapes root holding leftImg8bit/ and gtFine/",
 ) -> None:
-    """-p/--path and --synthetic, as every dataset-reading script takes them; -c/--coarse and
-    --skip-bad for the scripts they apply to. `path_help` says what the root must hold."""
+    """-p/--path and --synthetic, as every dataset-reading script takes them; -c/--coarse (the
+    scripts that read the training split: `coarse=True`) and --skip-bad for the scripts they
+    apply to. `path_help` says what the root must hold. Without -c, `args.coarse` is False."""
     group = parser.add_argument_group("dataset")
     group.add_argument(
         "-p",
@@ -32,7 +33,9 @@ def add_dataset_args(
         help="use a generated Cityscapes-format tree in the cache folder "
         "instead of the real data set (no download needed)",
     )
-    if coarse:
+    if not coarse:
+        parser.set_defaults(coarse=False)  # what callers read; the option is not offered
+    else:
         group.add_argument(
             "-c",
             "--coarse",

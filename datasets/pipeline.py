@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -93,6 +94,7 @@ def build_dataset(
     skip_bad: bool = False,
     num_parallel_calls: int | None = None,
     skip: int = 0,
+    label_lut: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """A tf.data pipeline of ``(images uint8 (N, H, W, 3), train ids uint8 (N, H, W))``.
 
@@ -123,6 +125,9 @@ def build_dataset(
         skip: leave out the first `skip` images of the stream before reading them, with their
             order and augmentation seeds unchanged (a run resumed in the middle of an epoch);
             with `skip_bad` and bad files in the skipped part, the stream is off by as many.
+        label_lut: uint8[256] from label ids to the classes trained (a class set's
+            ``from_label_ids``, `utils.labels.CLASS_SETS`); None: the 19 benchmark classes
+            (train ids). Another table needs label-id files (``*_labelIds.png``).
 
     Errors in a file surface when its batch is read, as a ValueError-bearing
     tf.errors.InvalidArgumentError whose message names the file; read the pipeline inside
@@ -146,12 +151,21 @@ def build_dataset(
         raise ValueError("no samples to read (empty split or shard)")
     if training and crop_size is None:
         raise ValueError("training needs a crop size (H, W)")
+    if label_lut is not None:
+        label_lut = np.ascontiguousarray(label_lut, dtype=np.uint8)
+        train_id_files = [sample.label for sample in samples if sample.train_ids]
+        if train_id_files:
+            raise ValueError(
+                f"label {str(train_id_files[0])!r} holds the 19 benchmark classes' train ids, "
+                "which another class set cannot be mapped from; give the label-id files "
+                "(*_labelIds.png) beside it, or train the 19 classes"
+            )
     crop = tuple(int(v) for v in crop_size) if crop_size is not None else None
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
     parallel = num_parallel_calls or available_cores()
     reuse_freed_buffers()  # decoded and resized images reuse memory instead of faulting it in
-    reader = _Reader(samples, training, crop, augment, skip_bad)
+    reader = _Reader(samples, training, crop, augment, skip_bad, label_lut)
     indices, seeds = _index_and_seed_streams(len(samples), training, seed, epoch)
     if skip < 0:
         raise ValueError(f"skip must be >= 0; got {skip!r}")
@@ -176,8 +190,10 @@ class _Reader:
         crop: tuple[int, int] | None,
         augment: Augment,
         skip_bad: bool,
+        label_lut: np.ndarray | None = None,
     ) -> None:
         self.samples = samples
+        self.label_lut = label_lut  # label id -> class; None: train ids (load_pair's own)
         self.training = training
         self.crop = crop
         self.augment = augment
@@ -197,7 +213,9 @@ class _Reader:
         index = int(index)
         sample = self.samples[index]
         try:
-            image, label = load_pair(sample, map_ids=map_ids)
+            image, label = load_pair(sample, map_ids=map_ids and self.label_lut is None)
+            if map_ids and self.label_lut is not None:
+                label = cv2.LUT(label, self.label_lut)
         except ValueError as exc:
             if not self.skip_bad:
                 _RAISED.append(exc)
@@ -249,7 +267,7 @@ class _Reader:
             size = self.crop or (1, 1)
             return np.zeros((*size, 3), np.uint8), np.zeros(size, np.uint8), ok
         # The freshly decoded arrays are this call's own: augmentation may work in place on them.
-        lut = ID_TO_TRAIN_ID if raw_ids else None
+        lut = (ID_TO_TRAIN_ID if self.label_lut is None else self.label_lut) if raw_ids else None
         return (*self.transform(image, label, item_seed, lut, overwrite=True), ok)
 
     # -- graph

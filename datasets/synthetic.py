@@ -7,9 +7,13 @@ elsewhere) and ``*_gtFine_color.png`` (RGBA in the official palette). Optional c
 annotations go to ``gtCoarse/train_extra`` with images in ``leftImg8bit/train_extra``.
 
 Every class is drawn with its own colour family and texture in its usual place (sky on top,
-road at the bottom, cars on the road, people on the sidewalk), so a model can learn it.
+road at the bottom, cars on the road, people on the sidewalk), so a model can learn it. With
+``rail=True`` (``--rail``) every scene also has a tram track (rail track, label id 10: scored by
+``--classes rail20`` only) along the road, drawn from a random stream of its own, so the rest of
+each scene is laid out as without it (the track covers some road, and the cars are drawn over
+it); without it the files are those of earlier versions, byte for byte.
 
-Usage: ``python -m datasets.synthetic OUT [--num N] [--size H,W] [--seed S]``
+Usage: ``python -m datasets.synthetic OUT [--num N] [--size H,W] [--seed S] [--rail]``
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ _TEXTURE = {
     "ego vehicle": 3,
 }
 INSTANCE_CLASSES = ("car", "person", "bicycle")
+#: The class railway users need, which the 19-class benchmark does not score (label id 10).
+RAIL_TRACK = "rail track"
+_RAIL_APPEARANCE = (115, 95, 75)  # ballast and sleepers: brown-grey
 
 
 def _id(name: str) -> int:
@@ -118,8 +125,10 @@ class _Canvas:
         cv2.line(self.instances, a, b, int(instance), max(1, width))
 
 
-def _draw_scene(rng: np.random.Generator, height: int, width: int) -> _Canvas:
-    """Lay out one street scene in label space."""
+def _draw_scene(
+    rng: np.random.Generator, height: int, width: int, rail_rng: np.random.Generator | None = None
+) -> _Canvas:
+    """Lay out one street scene in label space (with a rail track drawn from `rail_rng`)."""
     h, w = height, width
     c = _Canvas(h, w)
     horizon = h * rng.uniform(0.42, 0.52)
@@ -155,6 +164,20 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int) -> _Canvas:
         ),
         "road",
     )
+    if rail_rng is not None:  # a tram track in the road, narrowing to the vanishing point
+        centre = vanish_x + road_half_bottom * rail_rng.uniform(-0.6, 0.6)
+        half = w * rail_rng.uniform(0.06, 0.1)
+        c.poly(
+            np.array(
+                [
+                    [vanish_x - 0.002 * w, horizon],
+                    [vanish_x + 0.002 * w, horizon],
+                    [centre + half, h],
+                    [centre - half, h],
+                ]
+            ),
+            RAIL_TRACK,
+        )
 
     def depth(y: float) -> float:
         """Scale of an object whose base stands at image row y (1 at the bottom)."""
@@ -223,14 +246,21 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int) -> _Canvas:
     return c
 
 
-def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
-    """Paint an RGB photo for a label map: class colour + class texture + lighting + noise."""
+def _render(
+    rng: np.random.Generator, labels: np.ndarray, rail_rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Paint an RGB photo for a label map: class colour + class texture + lighting + noise
+    (the rail track's colour from `rail_rng`, so `rng` draws what it draws without one)."""
     h, w = labels.shape
     lut = np.zeros((256, 3), dtype=np.float32)
     texture_lut = np.zeros(256, dtype=np.float32)
     for name in _APPEARANCE:
         lut[_id(name)] = _jitter_color(rng, name)
         texture_lut[_id(name)] = _TEXTURE[name]
+    if rail_rng is not None:
+        base = np.array(_RAIL_APPEARANCE, dtype=np.int32) + rail_rng.integers(-15, 16, size=3)
+        lut[_id(RAIL_TRACK)] = np.clip(base, 0, 255)
+        texture_lut[_id(RAIL_TRACK)] = 10
     image = lut[labels]
     # Class-specific texture from a coarse noise field upsampled (cheap at full resolution).
     noise = rng.standard_normal((max(2, h // 8), max(2, w // 8), 1)).astype(np.float32)
@@ -241,6 +271,9 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     cols = (np.arange(w) // max(2, w // 96)) % 2 == 0
     windows = (labels == _id("building")) & rows[:, None] & cols[None, :]
     image[windows] *= 0.6
+    if rail_rng is not None:  # dark sleepers across the track
+        sleepers = (np.arange(h) // max(1, h // 64)) % 3 == 0
+        image[(labels == _id(RAIL_TRACK)) & sleepers[:, None]] *= 0.55
     # A vertical light gradient over the whole scene.
     image *= np.linspace(1.1, 0.85, h, dtype=np.float32)[:, None, None]
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -273,12 +306,14 @@ def write_sample(
     rng: np.random.Generator,
     size: tuple[int, int],
     coarse: bool = False,
+    rail_rng: np.random.Generator | None = None,
 ) -> str:
-    """Draw one scene and write its image and annotations; return its CITY_SEQ_FRAME name."""
+    """Draw one scene and write its image and annotations; return its CITY_SEQ_FRAME name.
+    With `rail_rng` the scene has a rail track drawn from it."""
     city = CITIES.get(split, f"synth{split}")
     name = f"{city}_{index:06d}_000019"
-    canvas = _draw_scene(rng, *size)
-    image = _render(rng, canvas.labels)
+    canvas = _draw_scene(rng, *size, rail_rng=rail_rng)
+    image = _render(rng, canvas.labels, rail_rng=rail_rng)
     image_dir = root / "leftImg8bit" / split / city
     image_dir.mkdir(parents=True, exist_ok=True)
     _write_png(image_dir / f"{name}_leftImg8bit.png", image, rgb=True)
@@ -303,6 +338,7 @@ def generate(
     seed: int = 0,
     splits: Sequence[str] = ("train", "val"),
     num_coarse: int = 0,
+    rail: bool = False,
 ) -> Path:
     """Write `num` scenes per split (and `num_coarse` coarse train_extra scenes) under `out_dir`.
 
@@ -313,6 +349,7 @@ def generate(
         seed: the same seed writes the same files.
         splits: which fine splits to write.
         num_coarse: images in leftImg8bit/train_extra with gtCoarse annotations.
+        rail: draw a rail track (label id 10) in every scene, from a random stream of its own.
     """
     height, width = int(size[0]), int(size[1])
     if num < 1 or height < 16 or width < 16:
@@ -323,10 +360,12 @@ def generate(
     for split_index, split in enumerate(splits):
         for i in range(num):
             rng = np.random.default_rng([seed, split_index, i])
-            write_sample(root, split, i, rng, (height, width))
+            rail_rng = np.random.default_rng([seed, split_index, i, 10]) if rail else None
+            write_sample(root, split, i, rng, (height, width), rail_rng=rail_rng)
     for i in range(num_coarse):
         rng = np.random.default_rng([seed, 99, i])
-        write_sample(root, "train_extra", i, rng, (height, width), coarse=True)
+        rail_rng = np.random.default_rng([seed, 99, i, 10]) if rail else None
+        write_sample(root, "train_extra", i, rng, (height, width), coarse=True, rail_rng=rail_rng)
     return root
 
 
@@ -371,13 +410,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--coarse", type=int, default=0, help="number of coarse train_extra images to add"
     )
+    parser.add_argument(
+        "--rail",
+        action="store_true",
+        help="draw a rail track (label id 10, scored by --classes rail20) in every scene",
+    )
     args = parser.parse_args(argv)
     if args.num < 1 or args.coarse < 0:
         fail(f"--num must be >= 1 and --coarse >= 0; got --num {args.num} --coarse {args.coarse}")
     start = time.perf_counter()
     try:
         root = generate(
-            args.out, num=args.num, size=args.size, seed=args.seed, num_coarse=args.coarse
+            args.out,
+            num=args.num,
+            size=args.size,
+            seed=args.seed,
+            num_coarse=args.coarse,
+            rail=args.rail,
         )
     except (OSError, ValueError) as exc:
         fail(str(exc))

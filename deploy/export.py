@@ -11,7 +11,8 @@ inputs, so neither is used. :func:`deploy.checks.check_onnx` checks the result.
 
 Every exported file carries metadata (``metadata_props``) that readers use instead of guessing:
 ``layout`` (NHWC or NCHW), ``output`` (logits or label_ids), ``precision`` (float32 or float16),
-``model``, ``input_size`` (H,W) and ``normalization`` ("in-graph": feed raw [0, 255] RGB).
+``model``, ``input_size`` (H,W), ``normalization`` ("in-graph": feed raw [0, 255] RGB) and
+``classes`` (the class set of the outputs: cityscapes19, categories or rail20).
 """
 
 from __future__ import annotations
@@ -23,27 +24,20 @@ import gc
 import os
 import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, MutableSet, Sequence, Set
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from deploy.graph import (
-    DEFAULT_OPSET,
-    INPUT_NAME,
-    LABELS_NAME,
-    LOGITS_NAME,
-    MIN_OPSET,
-    OnnxSummary,
-    summarize_onnx,
-)
+from deploy.graph import INPUT_NAME, LABELS_NAME, LOGITS_NAME, OnnxSummary, summarize_onnx
+from deploy.options import DEFAULT_OPSET, MIN_OPSET
 from deploy.rewrites import convert_to_float16, fix_trt_incompatibilities
 from models.loading import to_float32
 from models.trained import build_for_export
 from utils.io import atomic_path, check_writable_dir
-from utils.labels import TRAIN_ID_TO_ID
+from utils.labels import TRAIN_ID_TO_ID, class_set_with, get_class_set, recorded_class_set
 
 
 @dataclasses.dataclass
@@ -124,6 +118,144 @@ def _collecting_optimizer_copies() -> Iterator[None]:
         optimizer.copy = original
 
 
+class _OrderedSet(MutableSet):
+    """A set that iterates in insertion order: what tf2onnx's modules get for ``set`` while
+    `_deterministic_tf2onnx` is active."""
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = dict.fromkeys(items)
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, self._items))}}}" if self._items else "set()"
+
+    @classmethod
+    def _from_iterable(cls, items: Iterable[Any]) -> _OrderedSet:
+        return cls(items)
+
+    def add(self, item: Any) -> None:
+        self._items[item] = None
+
+    def discard(self, item: Any) -> None:
+        self._items.pop(item, None)
+
+    def copy(self) -> _OrderedSet:
+        return _OrderedSet(self)
+
+    def update(self, *others: Iterable[Any]) -> None:
+        for other in others:
+            self._items.update(dict.fromkeys(other))
+
+    def union(self, *others: Iterable[Any]) -> _OrderedSet:
+        result = self.copy()
+        result.update(*others)
+        return result
+
+    def intersection(self, *others: Iterable[Any]) -> _OrderedSet:
+        result = self.copy()
+        for other in others:
+            keep = other if isinstance(other, Set) else _OrderedSet(other)
+            result = _OrderedSet(item for item in result if item in keep)
+        return result
+
+    def difference(self, *others: Iterable[Any]) -> _OrderedSet:
+        result = self.copy()
+        for other in others:
+            for item in other:
+                result.discard(item)
+        return result
+
+    def issubset(self, other: Iterable[Any]) -> bool:
+        return self <= _OrderedSet(other)
+
+    def issuperset(self, other: Iterable[Any]) -> bool:
+        return self >= _OrderedSet(other)
+
+
+class _StableIds:
+    """``id`` for tf2onnx's einsum optimiser, which names the nodes it makes after object ids:
+    numbers in the order objects are first asked about (each object is kept alive, so a number
+    never passes to another object). They start at 2**40 because the optimiser keys the same
+    dict with small integers (the equation's inputs) and object ids."""
+
+    FIRST = 2**40
+
+    def __init__(self) -> None:
+        self._numbers: dict[int, int] = {}
+        self._kept: list[Any] = []
+
+    def __call__(self, obj: Any) -> int:
+        number = self._numbers.get(id(obj))
+        if number is None:
+            number = self._numbers[id(obj)] = self.FIRST + len(self._kept)
+            self._kept.append(obj)
+        return number
+
+
+#: tf2onnx modules that talk to TensorFlow (their sets go into TensorFlow's calls): left alone.
+_TF_SIDE_MODULES = ("tf2onnx.convert", "tf2onnx.tf_loader", "tf2onnx.tflite", "tf2onnx.tfjs")
+
+
+@contextlib.contextmanager
+def _deterministic_tf2onnx() -> Iterator[None]:
+    """Make tf2onnx convert the same graph into the same ONNX file, byte for byte.
+
+    tf2onnx 1.17's optimiser passes depend on the iteration order of sets: the transpose
+    optimiser (which transpose it pushes first decides the graph it ends with) walks sets of
+    node objects, ordered by their memory addresses, and the graph keeps each tensor's consumers
+    in sets of names, ordered by the process's string hash; the einsum optimiser names its
+    nodes after object ids, and the graph is sorted by node name between passes. The same
+    export therefore gave 195-199 nodes here, and another file each time, with PYTHONHASHSEED=0
+    too. Within this block every tf2onnx module of the ONNX side gets an insertion-ordered set,
+    the einsum optimiser ids numbered in the order asked, and tf2onnx's counter of generated
+    names starts from its initial value, so each conversion takes the same path.
+    """
+    import sys
+
+    # tf2onnx imports TensorFlow; tf2onnx.convert imports the modules a conversion runs
+    import tf2onnx.convert  # noqa: F401
+    import tf2onnx.optimizer.einsum_optimizer as einsum
+    from tf2onnx import utils as tf2onnx_utils
+
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if module is not None
+        and (name == "tf2onnx" or name.startswith("tf2onnx."))
+        and not name.startswith(_TF_SIDE_MODULES)
+    ]
+    absent = object()
+    saved = [(module, vars(module).get("set", absent)) for module in modules]
+    saved_id, saved_counter = vars(einsum).get("id", absent), tf2onnx_utils.INTERNAL_NAME
+    for module in modules:
+        module.set = _OrderedSet
+    einsum.id = _StableIds()
+    einsum.CachedEinsum.einsum_cache = {}  # a cached equation would skip the ids its build takes
+    tf2onnx_utils.INTERNAL_NAME = 1
+    try:
+        yield
+    finally:
+        for module, value in saved:
+            if value is absent:
+                del module.set
+            else:
+                module.set = value
+        if saved_id is absent:
+            del einsum.id
+        else:
+            einsum.id = saved_id
+        # names need to be unique within one graph only: the counter goes on from the higher
+        tf2onnx_utils.INTERNAL_NAME = max(tf2onnx_utils.INTERNAL_NAME, saved_counter)
+
+
 def export_onnx(
     model_or_name: Any,
     path: str | os.PathLike,
@@ -184,6 +316,9 @@ def export_onnx(
         "normalization": "in-graph (feed RGB in [0, 255])",
         "producer": f"deploy.export (tf2onnx {tf2onnx.__version__})",
     }
+    classes = class_set_with(int(model.outputs[0].shape[-1]))
+    if classes is not None:  # what predict.py and evaluate.py check --classes against
+        metadata["classes"] = classes.name
     for key, value in metadata.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     proto.producer_name = "cityscapes-segmentation-benchmark"
@@ -206,6 +341,9 @@ def _float32_model(
     if isinstance(model_or_name, str):
         if input_size is None:
             raise ValueError(f"input_size (H, W) is needed to build {model_or_name!r}")
+        recorded = recorded_class_set(weights) if weights is not None else None
+        if recorded is not None and "num_classes" not in model_options:  # train.py --classes
+            model_options = {**model_options, "num_classes": get_class_set(recorded).num_classes}
         model = build_for_export(model_or_name, input_size, weights, **model_options)
         name = model_or_name
     else:
@@ -243,7 +381,11 @@ def _convert(
         convert_variables_to_constants_v2,
     )
 
-    lut = tf.constant(TRAIN_ID_TO_ID.astype(np.int32))
+    classes = class_set_with(int(model.outputs[0].shape[-1]))
+    table = TRAIN_ID_TO_ID
+    if classes is not None and classes.name != "cityscapes19":  # class index -> label id
+        table = classes.label_ids(np.arange(256))
+    lut = tf.constant(table.astype(np.int32))
 
     def forward(images: Any) -> Any:
         outputs = model(images, training=False)
@@ -264,7 +406,7 @@ def _convert(
         input_tf = frozen.inputs[0].name
         output_tf = frozen.outputs[0].name
         output_name = LABELS_NAME if argmax else LOGITS_NAME
-        with warnings.catch_warnings(), _collecting_optimizer_copies():
+        with warnings.catch_warnings(), _collecting_optimizer_copies(), _deterministic_tf2onnx():
             warnings.simplefilter("ignore")
             proto, _ = tf2onnx.convert.from_graph_def(
                 frozen.graph.as_graph_def(),

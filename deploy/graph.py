@@ -1,6 +1,7 @@
-"""The exported ONNX files: their opsets and names; load, metadata, summary, nodes, constants.
+"""The exported ONNX files: their names; load, metadata, summary, nodes, constants.
 
-Imports neither TensorFlow nor tf2onnx, so a command line can read its defaults from here.
+Imports neither TensorFlow nor tf2onnx (onnx only); the opsets are in deploy.options, which a
+command line's `--help` reads without onnx.
 """
 
 from __future__ import annotations
@@ -14,12 +15,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-#: Opset used when none is given: parsed by TensorRT 8.5 and newer (JetPack 5.1+).
-DEFAULT_OPSET = 17
-#: Oldest opset this exporter writes: Resize needs opset 11 for half-pixel modes, and 13 is the
-#: oldest that TensorRT 8.x's parser documents fully (JetPack 4.6 ships TensorRT 8.2, opset 13).
-MIN_OPSET = 13
 
 #: Names of the exported graph's input and of its two possible outputs.
 INPUT_NAME = "input"

@@ -10,8 +10,12 @@ and recall and precision of the classes whose misses matter on a road or a track
   area under the ROC curve of the score as a detector of wrong pixels: the probability that a
   wrong pixel is more uncertain than a right one (0.5: the score knows nothing of the errors,
   1.0: it ranks every wrong pixel above every right one).
+  `aurc` is the area under its risk-coverage curve (Geifman and El-Yaniv, NeurIPS 2017): the
+  error rate of the pixels kept when only the most certain are kept, averaged over every share
+  kept (lower is better; the error rate itself when the score is no help).
 - `safety_scores` reads recall and precision of the safety classes from a confusion matrix
-  (`evaluation.metrics`, rows ground truth, columns prediction).
+  (`evaluation.metrics`, rows ground truth, columns prediction), of any class set
+  (`safety_classes` names what stands for them in one: their categories for categories).
 
 Pixels whose label is outside 0..num_classes-1 (ignore, 255) are left out everywhere. NumPy only.
 """
@@ -23,9 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from utils.labels import CLASS_NAMES
+from utils.labels import CLASS_NAMES, LABELS
 
-__all__ = ["SAFETY_CLASSES", "Calibration", "ErrorDetection", "safety_scores"]
+__all__ = [
+    "SAFETY_CLASSES",
+    "Calibration",
+    "ErrorDetection",
+    "safety_classes",
+    "safety_scores",
+]
 
 #: The classes a missed pixel of which can hurt someone on a road or a track.
 SAFETY_CLASSES = (
@@ -58,11 +68,19 @@ class Calibration:
         self.confidence = np.zeros(num_bins, np.float64)  # sums per bin
         self.correct = np.zeros(num_bins, np.int64)
 
-    def update(self, probabilities: np.ndarray, labels: np.ndarray) -> None:
-        """Add one image or batch: class probabilities (..., C) summing to 1, labels (...)."""
+    def update(
+        self, probabilities: np.ndarray, labels: np.ndarray, predictions: np.ndarray | None = None
+    ) -> None:
+        """Add one image or batch: class probabilities (..., C) summing to 1, labels (...).
+
+        `predictions` (...): the classes predicted, when they are taken from scores the
+        probabilities were computed from (softmax may round two near-equal top scores to a
+        tie); default: the argmax of the probabilities."""
         probabilities = np.asarray(probabilities)
         labels = np.asarray(labels)
-        if probabilities.shape[:-1] != labels.shape:
+        if probabilities.shape[:-1] != labels.shape or (
+            predictions is not None and np.shape(predictions) != labels.shape
+        ):
             raise ValueError(
                 f"probabilities {probabilities.shape} and labels {labels.shape} do not match "
                 "(probabilities have one more, last, axis: the classes)"
@@ -70,7 +88,10 @@ class Calibration:
         keep = _valid(labels, probabilities.shape[-1])
         probabilities, labels = probabilities[keep], labels[keep]
         confidence = probabilities.max(axis=-1).astype(np.float64)
-        right = probabilities.argmax(axis=-1) == labels
+        if predictions is None:
+            right = probabilities.argmax(axis=-1) == labels
+        else:
+            right = np.asarray(predictions)[keep] == labels
         # bins (k/n, (k+1)/n], confidence 0 in the first (Guo et al.'s convention)
         bins = np.clip(np.ceil(confidence * self.num_bins).astype(np.int64) - 1, 0, None)
         bins = np.minimum(bins, self.num_bins - 1)
@@ -143,14 +164,44 @@ class ErrorDetection:
         above = np.sum(self.wrong * right_below) + 0.5 * np.sum(self.wrong * self.right)
         return float(above / (n_wrong * n_right))
 
+    def aurc(self) -> float:
+        """Area under the risk-coverage curve: the pixels ranked from the most certain, the
+        error rate of the first k averaged over k = 1..N; ties (one bin) are kept or dropped
+        together, so the risk is read at the end of each bin (NaN before any pixel)."""
+        total = self.right + self.wrong
+        n = total.sum()
+        if n == 0:
+            return float("nan")
+        used = total > 0
+        kept = np.cumsum(total)[used]
+        risk = np.cumsum(self.wrong)[used] / kept
+        return float(np.sum(risk * total[used]) / n)
+
+
+def safety_classes(names: Sequence[str]) -> tuple[str, ...]:
+    """The classes of a class set (`names`) that stand for SAFETY_CLASSES: each safety class
+    it has, else the category that holds it (categories: object, human, vehicle), in order."""
+    category = {label.name: label.category for label in LABELS}
+    found: list[str] = []
+    for name in SAFETY_CLASSES:
+        stand_in = name if name in names else category[name]
+        if stand_in in names and stand_in not in found:
+            found.append(stand_in)
+    return tuple(found)
+
 
 def safety_scores(
-    confusion: np.ndarray, classes: Sequence[str] = SAFETY_CLASSES
+    confusion: np.ndarray,
+    classes: Sequence[str] = SAFETY_CLASSES,
+    names: Sequence[str] = CLASS_NAMES,
 ) -> dict[str, dict[str, float]]:
     """Per safety class: recall (share of its pixels found) and precision (share of the pixels
-    predicted as it that are it), NaN where the class has no pixel of that kind."""
+    predicted as it that are it), NaN where the class has no pixel of that kind.
+
+    `confusion` is over the classes `names` (default: the 19 of the benchmark), rows ground
+    truth."""
     confusion = np.asarray(confusion, np.float64)
-    names = list(CLASS_NAMES)
+    names = list(names)
     if confusion.shape != (len(names), len(names)):
         raise ValueError(f"a {len(names)}-class confusion matrix is needed, got {confusion.shape}")
     scores = {}
@@ -164,3 +215,61 @@ def safety_scores(
             "precision": float(hit / predicted) if predicted else float("nan"),
         }
     return scores
+
+
+#: What evaluate.py writes under -r when it runs a model.
+CALIBRATION_JSON = "calibration.json"
+
+
+def _finite(value: float) -> float | None:
+    """A finite float, or None (null in JSON) for NaN."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def calibration_summary(
+    calibration: Calibration | None,
+    confusion: np.ndarray,
+    names: Sequence[str],
+    detection: ErrorDetection | None = None,
+    samples: int | None = None,
+) -> dict[str, Any]:
+    """The ``calibration.json`` record (NaN written as null).
+
+    Args:
+        calibration: the pixels' reliability histogram (None: the model gave no scores, an
+            ``--argmax`` export: "ece" is null).
+        confusion: (C, C) confusion matrix over the class set `names`, rows ground truth.
+        names: the classes of the confusion matrix.
+        detection: Monte Carlo uncertainty against the error map (bayes_segnet
+            --mc-samples), or None.
+        samples: the Monte Carlo samples of `detection`.
+
+    Returns:
+        {"ece", "bins", "reliability": [per bin], "safety": {class: {"recall", "precision"}},
+        "safety_mean_recall", "mc": None | {"samples", "auroc", "aurc"}}.
+    """
+    classes = safety_classes(names)
+    safety = safety_scores(confusion, classes, names)
+    recalls = [v["recall"] for v in safety.values() if np.isfinite(v["recall"])]
+    return {
+        "ece": None if calibration is None else _finite(calibration.ece()),
+        "bins": 15 if calibration is None else calibration.num_bins,
+        "reliability": []
+        if calibration is None
+        else [
+            {k: _finite(v) if isinstance(v, float) else v for k, v in row.items()}
+            for row in calibration.table()
+        ],
+        "safety": {
+            name: {k: _finite(v) for k, v in scores.items()} for name, scores in safety.items()
+        },
+        "safety_mean_recall": _finite(np.mean(recalls)) if recalls else None,
+        "mc": None
+        if detection is None
+        else {
+            "samples": int(samples or 0),
+            "auroc": _finite(detection.auroc()),
+            "aurc": _finite(detection.aurc()),
+        },
+    }

@@ -35,7 +35,14 @@ import numpy as np
 
 from evaluation.metrics import confusion_matrix
 from utils.io import read_png, reuse_freed_buffers
-from utils.labels import CATEGORIES, LABELS, MAX_LABEL_ID, TRAIN_ID_TO_ID
+from utils.labels import (
+    CATEGORIES,
+    DEFAULT_CLASS_SET,
+    LABELS,
+    MAX_LABEL_ID,
+    TRAIN_ID_TO_ID,
+    get_class_set,
+)
 from utils.machine import available_cores
 
 #: Instance ids at or below this value are not instances (official: ``instanceNp > 1000``).
@@ -47,6 +54,8 @@ GT_SUFFIX = "_gtFine_labelIds.png"
 class LabelTables:
     """What the official script derives from the Cityscapes labels (`utils.labels`), as arrays."""
 
+    #: The class set scored (`utils.labels.CLASS_SETS`; cityscapes19 is the official benchmark).
+    class_set: str
     #: Label ids that are evaluated at all (official ``args.evalLabels``: every id >= 0).
     eval_ids: tuple[int, ...]
     #: Name of each label id.
@@ -72,19 +81,25 @@ class LabelTables:
         return max(self.eval_ids) + 1
 
 
-@functools.lru_cache(maxsize=1)
-def label_tables() -> LabelTables:
-    """The label tables, arranged once from `utils.labels`."""
+@functools.cache
+def label_tables(class_set: str = DEFAULT_CLASS_SET) -> LabelTables:
+    """The label tables, arranged once per class set from `utils.labels`.
+
+    A label id is evaluated when `class_set` scores it (``from_label_ids`` is not 255): for
+    cityscapes19 and categories exactly the official ``ignoreInEval`` labels are left out; rail20
+    scores rail track (label id 10) too, with the same formulas.
+    """
     num_ids = MAX_LABEL_ID + 1
+    scored = get_class_set(class_set).from_label_ids
     by_id = {label.id: label for label in LABELS}
     eval_ids = tuple(label.id for label in LABELS)
     names = tuple(by_id[i].name if i in by_id else "" for i in range(num_ids))
-    ignored = np.array([by_id[i].ignoreInEval if i in by_id else True for i in range(num_ids)])
+    ignored = np.array([scored[i] == 255 for i in range(num_ids)])
     categories = CATEGORIES
     category_of = np.array(
         [categories.index(by_id[i].category) if i in by_id else -1 for i in range(num_ids)]
     )
-    instance_ids = tuple(i for i in eval_ids if by_id[i].hasInstances and not by_id[i].ignoreInEval)
+    instance_ids = tuple(i for i in eval_ids if by_id[i].hasInstances and not ignored[i])
     instance_categories: dict[str, tuple[int, ...]] = {}
     for category in categories:
         members = [label for label in LABELS if label.category == category]
@@ -99,6 +114,7 @@ def label_tables() -> LabelTables:
     for array in (ignored, category_of, avg_size, lut):
         array.flags.writeable = False
     return LabelTables(
+        class_set,
         eval_ids,
         names,
         ignored,
@@ -468,8 +484,13 @@ class PixelLevelAccumulator:
         )
 
     def result(self) -> dict[str, Any]:
-        """The official result dictionary (the keys of ``resultPixelLevelSemanticLabeling.json``)."""
-        return official_scores(self.confusion, *self._weighted(), tables=self.tables)
+        """The official result dictionary (the keys of ``resultPixelLevelSemanticLabeling.json``),
+        with ``classSet`` and, for another class set than cityscapes19, its scores under the
+        class keys (`evaluation.class_sets.class_set_result`)."""
+        from evaluation.class_sets import class_set_result
+
+        result = official_scores(self.confusion, *self._weighted(), tables=self.tables)
+        return class_set_result(result, self.tables.class_set)
 
 
 def official_scores(
@@ -606,6 +627,7 @@ def evaluate_pairs(
     train_ids: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    class_set: str = DEFAULT_CLASS_SET,
 ) -> dict[str, Any]:
     """Score (prediction, ground truth) file pairs; the official result dictionary.
 
@@ -615,12 +637,13 @@ def evaluate_pairs(
         train_ids: predictions hold train ids instead of label ids.
         workers: decoding processes (default: the available CPUs; 1 runs in this process).
         progress: called with the number of images done after each image.
+        class_set: the class set scored (an image's counts do not depend on it).
     """
     if not pairs:
         raise ValueError("no prediction / ground-truth pairs to evaluate")
     workers = available_cores() if workers is None else int(workers)
     tasks = [(str(p), str(g), instance_path(g), train_ids) for p, g in pairs]
-    accumulator = PixelLevelAccumulator()
+    accumulator = PixelLevelAccumulator(label_tables(class_set))
     if workers <= 1 or len(tasks) == 1:
         for stats in map(_evaluate_task, tasks):
             accumulator.add(stats)

@@ -1,4 +1,8 @@
-"""What evaluate.py writes: the official result JSON's name, the markdown tables, the plot."""
+"""What evaluate.py writes: the official result JSON's name, the markdown tables, the plot.
+
+Each takes the class set scored (``classSet`` of the result, `evaluation.class_sets`): its
+classes are the rows of the class table and of the confusion matrix.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import cv2
 import numpy as np
 
 from evaluation.cityscapes_eval import label_tables
+from evaluation.class_sets import class_confusion
 from utils.io import atomic_path
+from utils.labels import DEFAULT_CLASS_SET, get_class_set
 
 #: Output names written by evaluate.py under -r (the JSON has the official name and keys).
 RESULT_JSON = "resultPixelLevelSemanticLabeling.json"
@@ -24,8 +30,12 @@ def markdown_report(
     title: str = "Cityscapes pixel-level evaluation",
     notes: Sequence[str] = (),
 ) -> str:
-    """The official printout's class and category tables (IoU, nIoU) as markdown."""
-    t = label_tables()
+    """The official printout's class and category tables (IoU, nIoU) as markdown.
+
+    The class table lists the classes of the result's class set (``classSet``); for categories,
+    whose classes are the categories, the category table is not repeated."""
+    class_set = get_class_set(result.get("classSet", DEFAULT_CLASS_SET))
+    t = label_tables(class_set.name)
     lines = [f"# {title}", ""]
     lines += [f"- {note}" for note in notes]
     if notes:
@@ -38,14 +48,15 @@ def markdown_report(
         return out
 
     class_rows = [
-        (t.names[i], result["classScores"][t.names[i]], result["classInstScores"][t.names[i]])
-        for i in t.eval_ids
-        if not t.ignored[i]
+        (name, result["classScores"][name], result["classInstScores"][name])
+        for name in class_set.names
     ]
-    lines += ["## Classes", ""]
+    lines += [f"## Classes ({class_set.name}: {class_set.description})", ""]
     lines += table(
         "classes", class_rows, (result["averageScoreClasses"], result["averageScoreInstClasses"])
     )
+    if class_set.name == "categories":
+        return "\n".join(lines) + "\n"
     # A category of ignored labels only (void) is not listed.
     scored = {t.categories[t.category_of[i]] for i in t.eval_ids if not t.ignored[i]}
     category_rows = [
@@ -76,47 +87,70 @@ _CELL, _SMALL, _LARGE = 34, 0.36, 0.5  # cell side in pixels, the two font scale
 
 
 def plot_confusion(result: dict[str, Any], path: str | os.PathLike, title: str = "") -> None:
-    """Row-normalised confusion matrix of the 19 evaluated classes (plus a void column) as a PNG.
+    """Row-normalised confusion matrix of the class set's classes (19 for the benchmark) plus a
+    void column, as a PNG.
 
     Drawn with OpenCV: importing matplotlib and laying out its text took about 0.9 s of CPU,
     a sixth of a 300-image evaluation here. Cells hold the percentage of the row (shown from
-    0.5%); classes absent from the ground truth have a grey row.
+    0.5%); classes absent from the ground truth have a grey row. A title wider than the
+    picture is wrapped onto a second line at a space, and what still does not fit is cut
+    with "...".
     """
     matrix, names = _row_shares(result)
     columns = names + ["(void ids)"]
     name_width = max(cv2.getTextSize(n, _FONT, _LARGE, 1)[0][0] for n in columns)
-    side, top, bar = 40, 56, 70  # margins: axis name, title, colour bar
+    side, bar = 40, 70  # margins: axis name, colour bar
     left = side + name_width + 14
+    width = left + _CELL * len(columns) + bar
+    heading = _title_lines(title or "Confusion matrix (row-normalised, %)", width - 20)
+    top = 24 + 22 * len(heading)  # the title's lines
     bottom = name_width + 50  # the upright column names and the axis name
     height = top + _CELL * len(names) + bottom
-    width = left + _CELL * len(columns) + bar
     canvas = np.full((height, width, 3), 255, np.uint8)
     _draw_cells(canvas, matrix, names, left, top)
     _draw_axes(canvas, names, columns, name_width, left, top, side)
-    heading = title or "Confusion matrix (row-normalised, %)"
-    while cv2.getTextSize(heading, _FONT, _LARGE, 1)[0][0] > width - 20 and len(heading) > 4:
-        heading = heading[:-4] + "..."
-    _text(canvas, heading, width // 2, top // 2, _LARGE, align="centre")
+    for k, line in enumerate(heading):
+        _text(canvas, line, width // 2, 20 + 22 * k, _LARGE, align="centre")
     _draw_colour_bar(canvas, left + _CELL * len(columns) + 16, top, top + _CELL * len(names))
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
             raise OSError(f"cannot write {str(path)!r}")
 
 
-def _row_shares(result: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
-    """The evaluated rows as shares of their sums (NaN rows for absent classes), and their names.
+def _title_lines(title: str, width: int, lines: int = 2) -> list[str]:
+    """`title` in at most `lines` lines of at most `width` pixels: broken at spaces, the last
+    line cut with "..." if the rest still does not fit."""
 
-    Columns: the evaluated classes, then one summing every ignored label id.
-    """
-    t = label_tables()
-    cm = np.asarray(result["confMatrix"], dtype=np.float64)
-    evaluated = [i for i in t.eval_ids if not t.ignored[i]]
-    ignored = [i for i in t.eval_ids if t.ignored[i]]
-    rows = cm[evaluated]
-    matrix = np.concatenate([rows[:, evaluated], rows[:, ignored].sum(axis=1, keepdims=True)], 1)
+    def fits(text: str) -> bool:
+        return cv2.getTextSize(text, _FONT, _LARGE, 1)[0][0] <= width
+
+    out: list[str] = []
+    words = title.split(" ")
+    while words and len(out) < lines - 1:
+        line = words.pop(0)
+        while words and fits(f"{line} {words[0]}"):
+            line = f"{line} {words.pop(0)}"
+        if not fits(line):  # one word wider than the picture: cut below
+            words.insert(0, line)
+            break
+        out.append(line)
+    rest = " ".join(words)
+    if rest:
+        while not fits(rest) and len(rest) > 4:
+            rest = rest[:-4] + "..."
+        out.append(rest)
+    return out
+
+
+def _row_shares(result: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """The class set's rows as shares of their sums (NaN rows for absent classes), and their
+    names. Columns: the classes, then one summing the label ids the set does not score."""
+    class_set = get_class_set(result.get("classSet", DEFAULT_CLASS_SET))
+    counts, void = class_confusion(np.asarray(result["confMatrix"]), class_set)
+    matrix = np.concatenate([counts, void[:, None]], axis=1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        matrix = matrix / rows.sum(axis=1, keepdims=True)
-    return matrix, [t.names[i] for i in evaluated]
+        matrix = matrix / matrix.sum(axis=1, keepdims=True)
+    return matrix, list(class_set.names)
 
 
 def _text(
@@ -182,3 +216,33 @@ def _draw_colour_bar(canvas: np.ndarray, x0: int, y0: int, y1: int) -> None:
         y = int(round(y1 - 1 - frac * (y1 - y0 - 1)))
         cv2.line(canvas, (x0 + 14, y), (x0 + 18, y), (0, 0, 0), 1)
         _text(canvas, f"{100 * frac:.0f}", x0 + 21, y, _SMALL)
+
+
+def calibration_markdown(summary: dict[str, Any]) -> str:
+    """The calibration and safety-class section of evaluation.md (from `calibration_summary`)."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    ece = summary["ece"]
+    lines = [
+        "## Calibration and safety classes",
+        "",
+        "- expected calibration error (pixels at ground-truth resolution, top-class softmax "
+        f"confidence, {summary['bins']} equal bins; Guo et al., ICML 2017): "
+        + ("- (the model gives label ids, no scores)" if ece is None else f"{100 * ece:.2f} %"),
+        f"- mean recall of the safety classes: {pct(summary['safety_mean_recall'])} %",
+    ]
+    mc = summary.get("mc")
+    if mc:
+        auroc = "-" if mc["auroc"] is None else f"{mc['auroc']:.3f}"
+        lines.append(
+            f"- Monte Carlo dropout ({mc['samples']} samples): uncertainty against the error "
+            f"map AUROC {auroc} (0.5: blind, 1: "
+            f"every wrong pixel more uncertain than every right one), area under the "
+            f"risk-coverage curve {pct(mc['aurc'])} % (lower is better)"
+        )
+    lines += ["", "| safety class | recall (%) | precision (%) |", "|---|---:|---:|"]
+    for name, scores in summary["safety"].items():
+        lines.append(f"| {name} | {pct(scores['recall'])} | {pct(scores['precision'])} |")
+    return "\n".join(lines) + "\n"

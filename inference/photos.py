@@ -21,7 +21,7 @@ from datasets.cityscapes import find_samples, read_image, read_label
 from inference.segmenter import Segmenter
 from utils import visualize
 from utils.io import atomic_path
-from utils.labels import train_to_label_ids
+from utils.labels import DEFAULT_CLASS_SET, ClassSet, get_class_set
 
 CITYSCAPES_SUFFIX = "_leftImg8bit"
 
@@ -186,16 +186,22 @@ def write_outputs(
     alpha: float,
     skip_bad: bool = False,
     warn: Callable[[str], None] | None = None,
+    class_set: ClassSet | None = None,
 ) -> None:
     """Write every output picture of one photo (see the module docstring for names).
 
-    An unreadable ground-truth label raises its ValueError, or with `skip_bad` is reported
-    through `warn` and the panel is drawn without it.
+    `train_ids` are class indices of `class_set` (default: the 19 benchmark classes); the label
+    ids, colours and ground truth follow it. An unreadable ground-truth label raises its
+    ValueError, or with `skip_bad` is reported through `warn` and the panel is drawn without it.
     """
+    class_set = class_set or get_class_set(DEFAULT_CLASS_SET)
+    default = class_set.name == DEFAULT_CLASS_SET
     ground_truth = None
-    if item.label is not None:
+    if item.label is not None and (default or not item.label_train_ids):
         try:
-            ground_truth = read_label(item.label, train_ids=item.label_train_ids)
+            ground_truth = read_label(item.label, train_ids=item.label_train_ids, map_ids=default)
+            if not default:
+                ground_truth = class_set.from_label_ids[ground_truth]
         except ValueError as exc:
             if not skip_bad:
                 raise
@@ -203,13 +209,21 @@ def write_outputs(
                 warn(f"{exc}; the panel of {item.name} is drawn without ground truth")
         if ground_truth is not None and ground_truth.shape != train_ids.shape:
             ground_truth = None  # a label of another size cannot be shown beside the photo
-    color = visualize.colorize(train_ids)
-    _write_png(out / "labelIds" / f"{item.name}_labelIds.png", train_to_label_ids(train_ids))
+    palette = class_set.palette
+    color = visualize.colorize(train_ids, palette)
+    _write_png(out / "labelIds" / f"{item.name}_labelIds.png", class_set.label_ids(train_ids))
     _write_png(out / "color" / f"{item.name}_color.png", color)
     _write_png(out / "overlay" / f"{item.name}_overlay.png", visualize.overlay(photo, color, alpha))
     _write_png(
         out / "panel" / f"{item.name}_panel.png",
-        visualize.panel(photo, train_ids, ground_truth, title=item.name),
+        visualize.panel(
+            photo,
+            train_ids,
+            ground_truth,
+            title=item.name,
+            names=class_set.names,
+            palette=palette,
+        ),
     )
     if uncertainty is not None:
         _write_png(
@@ -255,7 +269,15 @@ def segment_items(
         tally.model_seconds += time.perf_counter() - tick
         for item, photo, result in zip(kept, photos, results, strict=True):
             write_outputs(
-                out, item, photo, result.train_ids, result.uncertainty, alpha, skip_bad, warn
+                out,
+                item,
+                photo,
+                result.train_ids,
+                result.uncertainty,
+                alpha,
+                skip_bad,
+                warn,
+                class_set=segmenter.class_set,
             )
             tally.done += 1
             if progress is not None:

@@ -5,7 +5,14 @@ also runs through onnxruntime and the two are compared (`parity`), judged by the
 
 The model runs at its input size; each photo is resized to it (area filter when shrinking,
 bilinear when enlarging) and the class scores are resized back to the photo's own size
-(bilinear) before the argmax, so every result is at the photo's full resolution.
+(bilinear) before the argmax, so every result is at the photo's full resolution. On request
+(`predict(..., probabilities=True)`) the softmax of those resized scores comes with it (the
+mean softmax of the Monte Carlo samples for bayes_segnet), for calibration figures.
+
+A model predicts the classes of a class set (`utils.labels.CLASS_SETS`, `--classes`): the one its
+weights file (``class_set`` attribute, written by train.py) or ONNX file (``classes`` metadata,
+else its number of output channels) records, cityscapes19 where nothing is recorded; asking for
+another is a ValueError naming both.
 """
 
 from __future__ import annotations
@@ -23,8 +30,14 @@ from inference.openvino_backend import Parity, compare_outputs, openvino_model, 
 from models import MODELS, get_info
 from models.bayes_segnet import mc_predict
 from models.trained import build_for_export
-from utils.labels import ID_TO_TRAIN_ID
-from utils.resize import resize_image, resize_map, scores_to_train_ids
+from utils.labels import (
+    DEFAULT_CLASS_SET,
+    ClassSet,
+    class_set_with,
+    get_class_set,
+    recorded_class_set,
+)
+from utils.resize import resize_image, resize_map
 
 #: The input size when a model's recipe has no crop: Cityscapes' full resolution.
 FULL_SIZE = (1024, 2048)
@@ -39,8 +52,10 @@ ParityLimits = Callable[[str, float], tuple[float, float]]
 class Prediction:
     """One photo's result at the photo's size."""
 
-    train_ids: np.ndarray  # (H, W) uint8, 0..18
+    train_ids: np.ndarray  # (H, W) uint8: class indices of the segmenter's class set (0..18)
     uncertainty: np.ndarray | None = None  # (H, W) float32 for Monte Carlo dropout, else None
+    #: (H, W, C) float32 class probabilities, with predict(..., probabilities=True) only.
+    probabilities: np.ndarray | None = None
 
 
 def round_to_multiple(size: Sequence[int], multiple: int) -> tuple[int, int]:
@@ -74,6 +89,8 @@ class Segmenter:
             not judged.
         mc_samples: Monte Carlo dropout samples (bayes_segnet): adds an uncertainty map.
         seed: seed of the Monte Carlo dropout masks.
+        classes: class set the model must predict (None: the one its file records, else
+            cityscapes19); a file that records another is a ValueError naming both.
     """
 
     def __init__(
@@ -87,6 +104,7 @@ class Segmenter:
         seed: int = 0,
         backend: str = "onnxruntime",
         parity_limits: ParityLimits | None = None,
+        classes: str | None = None,
     ) -> None:
         self.options = dict(options or {})
         self.mc_samples = mc_samples
@@ -98,6 +116,8 @@ class Segmenter:
         #: openvino: its first batch against onnxruntime's (None until then, or without it).
         self.parity: Parity | None = None
         self._reference = None  # the onnxruntime session of the parity check
+        #: the ONNX file's metadata (convert_to_onnx.py writes it); empty for a Keras model
+        self.metadata: dict[str, str] = {}
         if backend not in ONNX_BACKENDS:
             raise ValueError(
                 f"--backend must be one of {', '.join(ONNX_BACKENDS)}; got {backend!r}"
@@ -116,6 +136,7 @@ class Segmenter:
                 meta = self.session.get_modelmeta().custom_metadata_map
                 static = self.session.get_inputs()[0].shape
             self._onnx_path = str(onnx)
+            self.metadata = dict(meta)
             name = _model_from_metadata(onnx, meta, name)
             for key, value in _options_from_metadata(onnx, meta).items():
                 self.options.setdefault(key, value)
@@ -140,14 +161,40 @@ class Segmenter:
                     f"images; got -t {input_size[0]},{input_size[1]}"
                 )
             self.input_size = tuple(input_size or onnx_size or default_input_size(name))
+            recorded = meta.get("classes") or _classes_of_outputs(self.session, backend)
+            self.class_set = _checked_class_set(classes, recorded, f"ONNX file {str(onnx)!r}")
         else:
             self.input_size = tuple(int(s) for s in (input_size or default_input_size(name)))
-            self.model = build_for_export(name, self.input_size, weights, **self.options)
+            recorded = recorded_class_set(weights) if weights is not None else None
+            self.class_set = _checked_class_set(classes, recorded, f"weights file {str(weights)!r}")
+            extra = {}
+            if self.class_set.num_classes != 19:  # build_model's default
+                extra["num_classes"] = self.class_set.num_classes
+            self.model = build_for_export(name, self.input_size, weights, **self.options, **extra)
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Segment RGB uint8 photos (each any size); results at each photo's size."""
+    @property
+    def gives_scores(self) -> bool:
+        """Whether the model gives class scores (not an ``--argmax`` export's label ids), so
+        that `predict(..., probabilities=True)` can give probabilities."""
+        return self.metadata.get("output") != "label_ids"
+
+    def predict(
+        self, images: Sequence[np.ndarray], probabilities: bool = False
+    ) -> list[Prediction]:
+        """Segment RGB uint8 photos (each any size); results at each photo's size.
+
+        With `probabilities`, each result has the class probabilities at the photo's size: the
+        softmax of the bilinearly resized scores (their argmax is the prediction), or the
+        resized mean softmax of the Monte Carlo samples. ValueError for an ``--argmax`` export,
+        which gives no scores.
+        """
         if not images:
             return []
+        if probabilities and not self.gives_scores:
+            raise ValueError(
+                f"ONNX file {self._onnx_path!r} gives label ids (exported with --argmax), not "
+                "class scores; export it without --argmax for probabilities"
+            )
         batch = np.stack([resize_image(image, self.input_size) for image in images])
         batch = batch.astype(np.float32)
         uncertainty = None
@@ -172,15 +219,22 @@ class Segmenter:
         results = []
         for i, image in enumerate(images):
             size = image.shape[:2]
+            probs = None
             if scores.ndim == 3:  # an --argmax ONNX export gives label ids
-                ids = ID_TO_TRAIN_ID[scores[i].astype(np.uint8)]
+                ids = self.class_set.from_label_ids[scores[i].astype(np.uint8)]
                 train_ids = resize_map(ids, size, nearest=True)
             else:
-                train_ids = scores_to_train_ids(scores[i], size)
+                # as utils.resize.scores_to_train_ids: bilinear to the photo's size, argmax
+                resized = resize_map(np.asarray(scores[i], np.float32), size)
+                if resized.ndim == 2:  # a single class comes back without its channel axis
+                    resized = resized[..., None]
+                train_ids = resized.argmax(axis=-1).astype(np.uint8)
+                if probabilities:
+                    probs = resized if uncertainty is not None else softmax(resized)
             unc = None
             if uncertainty is not None:
                 unc = resize_map(np.asarray(uncertainty[i], np.float32), size)
-            results.append(Prediction(train_ids, unc))
+            results.append(Prediction(train_ids, unc, probs))
         return results
 
     def _static_batch(self) -> int | None:
@@ -205,6 +259,47 @@ class Segmenter:
                 f"OpenVINO's output for {self._onnx_path!r} differs from onnxruntime's on the "
                 f"first batch: {'; '.join(errors)}; run it with --backend onnxruntime"
             )
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float32 (the maximum subtracted first)."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted
+
+
+def _checked_class_set(asked: str | None, recorded: str | None, source: str) -> ClassSet:
+    """The class set of a model: `asked` (--classes), which must be the `recorded` one where a
+    file records one; else the recorded one; else cityscapes19."""
+    if recorded is not None:
+        get_class_set(recorded)  # a name this suite does not know is an error naming it
+    if asked is not None and recorded is not None and asked != recorded:
+        raise ValueError(
+            f"{source} holds a model of --classes {recorded}, not --classes {asked}: give "
+            f"--classes {recorded} or leave --classes out"
+        )
+    return get_class_set(asked or recorded or DEFAULT_CLASS_SET)
+
+
+def _classes_of_outputs(session: Any, backend: str) -> str | None:
+    """The class set an ONNX file's output channels imply (19, 7 or 20), None if not fixed
+    (or an --argmax export, which has no channel axis)."""
+    try:
+        if backend == "openvino":
+            shape = session.compiled.outputs[0].get_partial_shape()
+            dims = [d.get_length() if d.is_static else None for d in shape]
+            nchw = session.nchw
+        else:
+            dims = session.get_outputs()[0].shape
+            nchw = session.get_modelmeta().custom_metadata_map.get("layout") == "NCHW"
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if len(dims) != 4:
+        return None
+    channels = dims[1] if nchw else dims[3]
+    found = class_set_with(channels) if isinstance(channels, int) else None
+    return found.name if found is not None else None
 
 
 def _model_from_metadata(onnx: str | os.PathLike, meta: dict[str, str], name: str | None) -> str:

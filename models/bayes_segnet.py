@@ -237,7 +237,7 @@ INFO = ModelInfo(
             29.5e6,
             1360.0,
             "Kendall et al. 2015, Bayesian SegNet (arXiv 1511.02680) and SegNet "
-            "(arXiv 1511.00561): 29.5M params; about 1.36 T multiply-adds at 1024x2048 (REFERENCE.md)",
+            "(arXiv 1511.00561): 29.5M params; about 1.36 T multiply-adds at 1024x2048",
         )
     },
     # SegNet (TPAMI 2017) trains with SGD momentum 0.9; the authors' Bayesian SegNet Caffe

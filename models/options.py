@@ -27,6 +27,28 @@ MODEL_NAMES = (
 )
 
 
+#: --backbone values of the models that have a choice, each model's own first (the test of the
+#: registry checks them against the builders).
+BACKBONES = {
+    "deeplabv3+": ("mobilenetv2", "xception"),
+    "fastfcn": ("resnet50", "resnet101"),
+    "hrnet_ocr": ("w48", "w18"),
+}
+#: --variant values of the models that have several, each model's own first.
+VARIANTS = {
+    "pidnet": ("s", "m", "l"),
+    "ddrnet": ("23-slim", "23"),
+    "segformer": ("b0", "b1", "b2", "b3", "b4", "b5"),
+}
+
+
+def _per_model(values: dict[str, tuple[str, ...]]) -> str:
+    """'deeplabv3+ mobilenetv2 or xception, fastfcn ...': the values of each model, in words."""
+    return ", ".join(
+        f"{model} {', '.join(names[:-1])} or {names[-1]}" for model, names in values.items()
+    )
+
+
 def add_model_args(
     parser: argparse.ArgumentParser, required: bool = True, target_size_help: str | None = None
 ) -> None:
@@ -36,28 +58,35 @@ def add_model_args(
     """
     group = parser.add_argument_group("model")
     group.add_argument(
-        "-m", "--model", required=required, choices=MODEL_NAMES, help="model to build"
+        "-m",
+        "--model",
+        required=required,
+        choices=MODEL_NAMES,
+        metavar="MODEL",
+        help="model to build: %(choices)s",
     )
     group.add_argument(
         "--backbone",
         default=None,
-        help="backbone for models that have a choice: deeplabv3+ "
-        "{mobilenetv2, xception}, fastfcn {resnet50, resnet101}, "
-        "hrnet_ocr {w48, w18} (default: the model's own)",
+        type=str.lower,
+        choices=sorted({name for names in BACKBONES.values() for name in names}),
+        metavar="NAME",
+        help=f"backbone of the models that have a choice: {_per_model(BACKBONES)} "
+        "(default: the first named, each model's own)",
     )
     group.add_argument(
         "--variant",
         default=None,
-        help="variant for models that have several: pidnet {s, m, l}, "
-        "ddrnet {23-slim, 23}, segformer {b0, b1, b2, b3, b4, b5} (default: the model's own, "
-        "pidnet s, ddrnet 23-slim and segformer b0)",
+        metavar="NAME",
+        help=f"variant of the models that have several: {_per_model(VARIANTS)} "
+        "(default: the first named, each model's own)",
     )
     group.add_argument(
         "--output-stride",
         type=int,
         default=None,
         choices=[8, 16],
-        help="deeplabv3+ output stride (default: the model's own)",
+        help="deeplabv3+ output stride (default: 16; the paper trains at 16 and evaluates at 8)",
     )
     group.add_argument(
         "--head",
@@ -70,6 +99,7 @@ def add_model_args(
         "--target-size",
         type=parse_target_size,
         default=None,
+        metavar="H,W",
         help=target_size_help
         or "input size H,W or H,W,C (default: the model's recipe crop "
         "for training, 1024,2048 for inference)",

@@ -113,7 +113,7 @@ INFO = ModelInfo(
             31.0e6,
             1500.0,
             "Ronneberger et al. 2015 (arXiv 1505.04597); 31.0M params and about "
-            "1.5 T multiply-adds at 1024x2048 measured on zhixuhao/unet's design (REFERENCE.md)",
+            "1.5 T multiply-adds at 1024x2048 measured on zhixuhao/unet's design (github.com/zhixuhao/unet)",
         )
     },
     # The paper trains with SGD, momentum 0.99 (its batches are single large tiles); it gives

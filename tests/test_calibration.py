@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.calibration import SAFETY_CLASSES, Calibration, ErrorDetection, safety_scores
+from evaluation.calibration import (
+    SAFETY_CLASSES,
+    Calibration,
+    ErrorDetection,
+    calibration_summary,
+    safety_classes,
+    safety_scores,
+)
 from utils.labels import CLASS_NAMES
 
 
@@ -30,6 +37,10 @@ def test_ece_of_a_hand_computed_case():
     assert np.isnan(Calibration().ece())
     with pytest.raises(ValueError, match="do not match"):
         calibration.update(probabilities, labels[:2])
+    # the model's own predictions decide what is right: a tie goes the model's way
+    tie = Calibration(15)
+    tie.update(np.array([[0.5, 0.5]]), np.array([1]), predictions=np.array([1]))
+    assert tie.ece() == pytest.approx(0.5) and tie.table()[7]["accuracy"] == 1.0
 
 
 def test_error_detection_auroc_counts_pairs_and_half_the_ties():
@@ -60,3 +71,54 @@ def test_safety_recall_and_precision_from_a_confusion_matrix():
     assert np.isnan(scores["rider"]["recall"]) and np.isnan(scores["rider"]["precision"])
     with pytest.raises(ValueError, match="unknown class 'tram'"):
         safety_scores(cm, ["tram"])
+
+
+def test_aurc_is_the_mean_risk_of_the_most_certain_pixels():
+    detection = ErrorDetection(high=1.0, num_bins=100)
+    labels = np.array([0, 0, 0, 0, 255])
+    predictions = np.array([0, 1, 0, 1, 1])  # right, wrong, right, wrong, ignored
+    uncertainty = np.array([0.105, 0.305, 0.505, 0.905, 0.0])
+    detection.update(uncertainty, predictions, labels, num_classes=19)
+    # kept from the most certain: right, wrong, right, wrong: risks 0, 1/2, 1/3, 2/4
+    assert detection.aurc() == pytest.approx((0 + 1 / 2 + 1 / 3 + 2 / 4) / 4)
+    tied = ErrorDetection(high=1.0, num_bins=10)  # one bin: kept or dropped together
+    tied.update(np.array([0.51, 0.52]), np.array([0, 1]), np.array([0, 0]), 19)
+    assert tied.aurc() == pytest.approx(0.5)
+    assert np.isnan(ErrorDetection().aurc())
+
+
+def test_safety_classes_of_each_class_set():
+    from utils.labels import CLASS_SETS
+
+    assert safety_classes(CLASS_SETS["cityscapes19"].names) == SAFETY_CLASSES
+    assert safety_classes(CLASS_SETS["rail20"].names) == SAFETY_CLASSES
+    # categories: the categories of person/rider, the vehicles, and light/sign/pole
+    assert safety_classes(CLASS_SETS["categories"].names) == ("human", "vehicle", "object")
+    names = CLASS_SETS["categories"].names
+    cm = np.zeros((7, 7), np.int64)
+    human, flat = names.index("human"), names.index("flat")
+    cm[human, human], cm[human, flat], cm[flat, human] = 8, 2, 8
+    scores = safety_scores(cm, ("human",), names)
+    assert scores["human"] == {"recall": 0.8, "precision": 0.5}
+
+
+def test_summary_holds_the_ece_of_its_calibration_and_the_safety_figures():
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
+    calibration = Calibration(15)
+    calibration.update(probabilities, np.array([0, 1, 0]))
+    cm = np.zeros((19, 19), np.int64)
+    person, car = CLASS_NAMES.index("person"), CLASS_NAMES.index("car")
+    cm[person, person], cm[car, car], cm[car, person] = 3, 1, 1
+    detection = ErrorDetection()
+    detection.update(np.array([0.2, 0.1]), np.array([1, 0]), np.array([0, 0]), 19)
+    summary = calibration_summary(calibration, cm, CLASS_NAMES, detection, samples=4)
+    assert summary["ece"] == calibration.ece() and summary["bins"] == 15
+    assert summary["safety"]["person"] == {"recall": 1.0, "precision": 0.75}
+    assert summary["safety"]["car"] == {"recall": 0.5, "precision": 1.0}
+    assert summary["safety"]["rider"] == {"recall": None, "precision": None}  # NaN -> null
+    assert summary["safety_mean_recall"] == pytest.approx(0.75)  # of the classes present
+    # the right pixel (0.1) is kept first, then the wrong one: risks 0 and 1/2
+    assert summary["mc"] == {"samples": 4, "auroc": 1.0, "aurc": 0.25}
+    assert len(summary["reliability"]) == 15 and summary["reliability"][13]["pixels"] == 1
+    none = calibration_summary(None, cm, CLASS_NAMES)
+    assert none["ece"] is None and none["mc"] is None

@@ -49,3 +49,28 @@ def test_bad_arguments(image):
         corrupt(image, "fog", 6, 0)
     with pytest.raises(ValueError, match="H x W x 3 uint8 RGB image, got float32"):
         corrupt(image.astype(np.float32), "fog", 1, 0)
+
+
+def test_scoring_refuses_unknown_corruptions_and_severities_outside_1_to_5():
+    from inference.scoring import check_corruptions
+
+    check_corruptions(["fog", "jpeg"], [1, 5])
+    for severity in (0, 6, True):
+        with pytest.raises(ValueError, match="corruption severities are 1-5"):
+            check_corruptions(["fog"], [severity])
+    with pytest.raises(ValueError, match="unknown corruption 'smoke'"):
+        check_corruptions(["smoke"], [1])
+
+
+def test_corruption_names_stay_light():
+    """evaluate.py's --help lists the names without importing numpy through this module."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, datasets.corruptions; print('numpy' in sys.modules)"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stderr

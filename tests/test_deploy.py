@@ -154,6 +154,45 @@ def test_cli_converts_for_tensorrt_at_1024x2048(name, run_cli, tmp_path):
     _assert_converted_for_tensorrt(_convert_cli(run_cli, name, (1024, 2048), out, 2400), out)
 
 
+# --------------------------------------------------------------------------- the same file
+
+
+def test_the_same_export_is_the_same_file(tiny, tmp_path):
+    """Exporting the same model again writes the same bytes. Without deploy.export's
+    deterministic conversion, tf2onnx numbered its generated names on from the last conversion
+    (the tiny model) and its transpose optimiser took another path each time (DeepLabV3+: the
+    same node count, other graphs)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    deeplab = build_for_export("deeplabv3+", SIZE, backbone="mobilenetv2")
+    for name, model in (("tiny", tiny), ("deeplab", deeplab)):
+        first = export.export_onnx(model, tmp_path / f"{name}_1.onnx").path.read_bytes()
+        again = export.export_onnx(model, tmp_path / f"{name}_2.onnx").path.read_bytes()
+        assert first == again, name
+        assert len(onnx.load_from_string(first).graph.node) > 10
+
+
+@pytest.mark.slow
+def test_cli_writes_the_same_file_every_run(run_cli, tmp_path):
+    """convert_to_onnx.py twice, in processes with other string hashes: the same bytes (the
+    random weights are seeded, the conversion deterministic)."""
+    import os
+
+    files = []
+    for run, hash_seed in enumerate(("1", "2")):
+        out = tmp_path / f"run{run}.onnx"
+        proc = run_cli(
+            "convert_to_onnx.py",
+            *("-m", "deeplabv3+", "-t", "64,128", "--check-images", "1", "-o", str(out)),
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+
+
 # --------------------------------------------------------------------------- export options
 
 

@@ -473,3 +473,25 @@ def test_onnx_without_model_name(eval_tree, tiny_onnx, tmp_path, run_cli):
     assert f"model separable_unet ({tiny_onnx})" in done.stdout
     result = json.loads((out / eval_report.RESULT_JSON).read_text())
     assert np.asarray(result["confMatrix"]).sum() > 0
+
+
+@pytest.mark.slow
+def test_onnx_of_another_size_or_model_is_one_line(tiny_onnx, tmp_path, run_cli):
+    """Issue 16: an ONNX file of another size or model names the expected and the found ones,
+    in predict.py and evaluate.py alike, exit status 2."""
+    import cv2
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.zeros((64, 128, 3), np.uint8))
+    size = f"error: ONNX file {str(tiny_onnx)!r} takes 64x128 images; got -t 128,256"
+    model = f"ONNX file {str(tiny_onnx)!r} was exported from model 'separable_unet'"
+    onnx, photo = ["--onnx", str(tiny_onnx)], ["--input", str(image)]
+    runs = [
+        (["evaluate.py", *onnx, "-t", "128,256", "--synthetic"], size),
+        (["predict.py", "-m", "separable_unet", *onnx, "-t", "128,256", *photo], size),
+        (["predict.py", "-m", "fastscnn", *onnx, *photo], model),
+    ]
+    for k, (argv, want) in enumerate(runs):
+        done = run_cli(*argv, "-r", str(tmp_path / f"out{k}"), "--no-progress")
+        assert done.returncode == 2, done.stderr
+        assert len(done.error_lines) == 1 and want in done.error_lines[0], done.stderr

@@ -347,3 +347,29 @@ def test_results_folder_not_writable(weights, tmp_path, run_cli, synthetic_root)
         str(blocker / "out"),
     )
     _assert_one_line_error(done, str(blocker / "out"))
+
+
+@pytest.mark.parametrize("script", ["predict.py", "evaluate.py", "train.py"])
+def test_help_is_instant_and_imports_no_tensorflow(script, repo_root):
+    """--help in under a second (issue 19), without TensorFlow or Keras, listing --classes."""
+    import sys
+
+    code = (
+        "import sys, time, runpy\n"
+        f"sys.argv = [{script!r}, '--help']\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        f"    runpy.run_path({script!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('took', time.perf_counter() - start, 'tensorflow' in sys.modules, "
+        "'keras' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "took" and float(last[1]) < 1.0, last
+    assert last[2:] == ["False", "False"], last
+    assert "--classes {cityscapes19,categories,rail20}" in done.stdout

@@ -50,7 +50,7 @@ DIFFERENCES = [
         {"model": "deeplabv3+", "model_options": {"backbone": "xception"}},
         "--backbone/--output-stride/--head {} -> {backbone=xception}",
     ),
-    ("num_classes", {}, {"num_classes": 20}, "classes 19 -> 20"),
+    ("classes", {}, {"classes": "rail20"}, "--classes cityscapes19 -> rail20"),
     ("input_size", {}, {"input_size": (128, 256)}, "-t 64,128 -> 128,256"),
     ("batch_size", {}, {"batch_size": 12}, "-b 2 -> 12"),
     ("steps_per_epoch", {}, {"steps_per_epoch": 5}, "--steps-per-epoch (default) -> 5"),

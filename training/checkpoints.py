@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from utils.io import atomic_path, write_json
+from utils.labels import DEFAULT_CLASS_SET, record_class_set
 
 __all__ = [
     "BEST_WEIGHTS",
@@ -76,7 +77,7 @@ _NAME_RE = re.compile(r"^weights-(\d+)-")  # the epoch; the rest may vary (the s
 RUN_SETTINGS: dict[str, str] = {
     "model": "-m",
     "model_options": "--backbone/--output-stride/--head",
-    "num_classes": "classes",
+    "classes": "--classes",
     "input_size": "-t",
     "batch_size": "-b",
     "steps_per_epoch": "--steps-per-epoch",
@@ -609,6 +610,8 @@ def _save(
     if chief:
         with atomic_path(Path(str(stem) + WEIGHTS_SUFFIX), suffix=WEIGHTS_SUFFIX) as tmp:
             inference.save_weights(str(tmp))
+            # the class set, for predict.py, evaluate.py and convert_to_onnx.py to check
+            record_class_set(tmp, (meta.get("settings") or {}).get("classes", DEFAULT_CLASS_SET))
 
 
 def _save_state(

@@ -8,6 +8,7 @@ from typing import Any
 from models import get_info
 from models.info import LOSSES
 from models.layers import check_input_size
+from utils.labels import get_class_set
 
 
 @dataclasses.dataclass
@@ -50,7 +51,9 @@ class TrainConfig:
     resume: str | None = None
     coarse: bool = False
     skip_bad: bool = False
-    num_classes: int = 19
+    #: The class set trained (--classes, utils.labels.CLASS_SETS): the label ids map onto its
+    #: classes, and the model has one output per class (`num_classes`).
+    classes: str = "cityscapes19"
     #: Batch-norm momentum for every BatchNormalization layer (None: the model's, ModelInfo).
     bn_momentum: float | None = None
     #: Batch-norm statistics over the global batch (all replicas) while training, as PyTorch's
@@ -70,7 +73,13 @@ class TrainConfig:
     #: 131072 is per GPU, for 6 crops of 1024x1024: about 2% of them).
     ohem_min_kept: int = 131072
 
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the model: the classes of `classes` (19, 7 or 20)."""
+        return get_class_set(self.classes).num_classes
+
     def __post_init__(self) -> None:
+        get_class_set(self.classes)  # ValueError naming it
         self.input_size = tuple(self.input_size)
         height, width = self.input_size
         check_input_size(self.model, height, width, get_info(self.model).size_multiple)

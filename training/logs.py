@@ -154,7 +154,7 @@ def scores_json(scores: dict[str, Any], epoch: int) -> dict[str, Any]:
     def clean(x: float) -> float | None:
         return float(x) if math.isfinite(float(x)) else None
 
-    names = CLASS_NAMES
+    names = scores.get("class_names", CLASS_NAMES)
     return {
         "epoch": epoch,
         "mean_iou": clean(scores["mean_iou"]),

@@ -31,7 +31,14 @@ from training.schedules import ExponentialSweep
 from training.setup import build_setup, input_fn
 from utils.io import atomic_path, check_writable_dir, write_json, write_text
 
-__all__ = ["FinderResult", "find_lr", "run_lr_finder", "save_finder_results", "suggest_range"]
+__all__ = [
+    "FinderResult",
+    "find_lr",
+    "plot_view",
+    "run_lr_finder",
+    "save_finder_results",
+    "suggest_range",
+]
 
 
 @dataclasses.dataclass
@@ -111,15 +118,50 @@ def find_lr(
     return FinderResult(lrs, losses, smoothed, min_lr, max_lr, diverged)
 
 
+#: The loss axis of the plot ends at this multiple of the first loss: above it the sweep has
+#: diverged, and a linear axis up to the diverged tail's losses (160 against a start of 5 in one
+#: run) flattened the part that matters.
+LOSS_AXIS_CAP = 3.0
+
+
+def plot_view(result: FinderResult) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((first rate, last rate), (lowest loss, highest loss)) of the plot's useful part.
+
+    The loss range runs from a little below the lowest loss (smoothed, or the raw losses' 5th
+    percentile: single low steps do not stretch the log axis) to LOSS_AXIS_CAP times the first
+    loss (at least the highest smoothed loss before its minimum); the rates end where the
+    smoothed loss leaves that range after its minimum: the diverged tail is cut off.
+    """
+    lrs = np.asarray(result.learning_rates, np.float64)
+    smoothed = np.asarray(result.smoothed, np.float64)
+    losses = np.asarray(result.losses, np.float64)
+    lowest = int(np.argmin(smoothed))
+    top = max(LOSS_AXIS_CAP * float(smoothed[0]), 1.05 * float(np.max(smoothed[: lowest + 1])))
+    above = np.flatnonzero(smoothed[lowest:] > top)
+    last = lowest + int(above[0]) if above.size else lrs.size - 1
+    shown = losses[: last + 1]
+    shown = shown[shown > 0]
+    floor = float(np.min(smoothed))
+    if shown.size:
+        floor = min(floor, float(np.percentile(shown, 5)))
+    return (float(lrs[0]), float(lrs[last])), (0.9 * floor, top)
+
+
 def save_finder_results(
     result: FinderResult, stem: str | os.PathLike, title: str
 ) -> tuple[Path, Path, Path]:
-    """Write `stem`.png (plot), `stem`.csv (rate, loss, smoothed) and `stem`.json, atomically."""
+    """Write `stem`.png (plot), `stem`.csv (rate, loss, smoothed) and `stem`.json, atomically.
+
+    The plot has log axes for both rate and loss, clipped to the useful part (`plot_view`), the
+    suggested range shaded and its steepest-descent point marked, and the legend below the axes
+    where it covers no curve.
+    """
     import matplotlib  # only when the plot is drawn: matplotlib is slow to import
 
     matplotlib.use("Agg")
     # matplotlib only when drawing
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     stem = Path(stem)
     png, csv_path, json_path = (Path(f"{stem}.png"), Path(f"{stem}.csv"), Path(f"{stem}.json"))
@@ -127,24 +169,44 @@ def save_finder_results(
     writer = csv.writer(buffer)
     writer.writerow(["learning_rate", "loss", "smoothed_loss"])
     writer.writerows(zip(result.learning_rates, result.losses, result.smoothed, strict=True))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(result.learning_rates, result.losses, alpha=0.3, label="loss")
-    axes.plot(result.learning_rates, result.smoothed, label="smoothed loss")
-    for value, name in ((result.min_lr, "--min-lr"), (result.max_lr, "--max-lr")):
-        axes.axvline(value, linestyle="--", color="grey")
-        axes.annotate(
-            f"{name} {value:.2g}",
-            (value, max(result.smoothed)),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=8,
-        )
+    (left, right), (bottom, top) = plot_view(result)
+    figure, axes = plt.subplots(figsize=(7, 4.8))
+    axes.plot(result.learning_rates, result.losses, color="tab:blue", alpha=0.3, label="loss")
+    axes.plot(result.learning_rates, result.smoothed, color="tab:blue", label="smoothed loss")
+    axes.axvspan(
+        result.min_lr,
+        result.max_lr,
+        color="tab:green",
+        alpha=0.15,
+        label=f"suggested: --min-lr {result.min_lr:.2g} --max-lr {result.max_lr:.2g}",
+    )
+    at_max = float(
+        np.interp(np.log10(result.max_lr), np.log10(result.learning_rates), result.smoothed)
+    )
+    axes.plot(
+        [result.max_lr],
+        [at_max],
+        "o",
+        color="tab:red",
+        label=f"steepest descent at {result.max_lr:.2g} (--max-lr)",
+    )
     axes.set_xscale("log")
-    axes.set_xlabel("learning rate")
-    axes.set_ylabel("training loss")
-    axes.set_title(title)
-    axes.legend()
+    axes.set_yscale("log")
+    axes.set_xlim(left, right)
+    axes.set_ylim(bottom, top)
+    plain = ticker.FuncFormatter(lambda value, _position: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain if top / bottom < 20 else ticker.NullFormatter())
+    axes.tick_params(axis="y", which="minor", labelsize=7)
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("training loss (log scale)")
+    cut = [f"{len(result.learning_rates)} steps"]
+    if result.diverged:
+        cut.append("stopped: the loss diverged")
+    cut.append(f"loss axis cut at {LOSS_AXIS_CAP:g}x the first loss")
+    axes.set_title(f"{title}: learning-rate range test\n{'; '.join(cut)}", fontsize=10)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     figure.tight_layout()
     with atomic_path(png) as tmp:
         figure.savefig(tmp, dpi=120, format="png")
@@ -214,9 +276,19 @@ def run_lr_finder(
             True,
             config.seed,
             skip_bad=config.skip_bad,
+            classes=config.classes,
         )
     )
     iterator: Iterator[Any] = iter(dist)
+    if chief and log:
+        height, width = config.input_size
+        log(
+            f"learning-rate range test: {optimizer_name} trains {config.model} for at most "
+            f"{steps} steps of {global_batch} images at {height}x{width} with the rate growing "
+            f"from {start:g} to {end:g}, and stops early when the loss diverges (the bar shows "
+            "the time left); the weights are put back afterwards and the suggested "
+            "--min-lr/--max-lr printed"
+        )
     progbar = keras.utils.Progbar(
         steps, verbose=1 if (chief and log) else 0, stateful_metrics=["lr", "smoothed_loss"]
     )
@@ -234,6 +306,8 @@ def run_lr_finder(
     finally:
         for variable, value in zip(model.weights, initial, strict=True):
             variable.assign(tf.constant(value))
+    if chief and log:  # a sweep that stopped early leaves the bar unfinished: end its line
+        progbar.update(len(result.learning_rates), finalize=True)
     if not chief:
         return result, None
     title = f"{config.model}-{optimizer_name}"

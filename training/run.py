@@ -305,6 +305,7 @@ class _Run:
                 epoch,
                 config.skip_bad,
                 skip_steps,
+                classes=config.classes,
             )
         )
 
@@ -416,6 +417,7 @@ def run_training(
             config.batch_size,
             config.skip_bad,
             say,
+            classes=config.classes,
         )
         if chief
         else None

@@ -20,8 +20,41 @@ from models import build_model, get_info
 from models.loading import all_layers
 from training.config import TrainConfig
 from training.trainer import Trainer, apply_precision, freeze_backbone, loss_options, make_optimizer
+from utils.labels import DEFAULT_CLASS_SET, get_class_set
 
-__all__ = ["TrainingSetup", "build_setup", "build_training_model", "input_fn"]
+__all__ = [
+    "TrainingSetup",
+    "build_setup",
+    "build_training_model",
+    "enable_determinism",
+    "input_fn",
+]
+
+
+def enable_determinism() -> None:
+    """Make the TensorFlow work of this process deterministic, so that a run with the same seed
+    gives the same losses and weights (train.py --deterministic). Call it before any TensorFlow
+    op runs.
+
+    One TensorFlow thread for the ops (one op at a time, each on one thread) and TensorFlow's
+    op determinism (which makes tf.data deterministic and refuses ops that cannot be, as some
+    are on GPUs). On a CPU the threads are what matters: multi-threaded kernels add partial sums
+    in the order their threads finish (Eigen's contractions split along the summed axis, as in
+    the weight gradients of convolutions), so the same steps on the same batches gave other
+    losses from the second to sixth step on here (Fast-SCNN, 256x512, batch 4, 2 cores), with
+    op determinism, with oneDNN off and with one inter-op thread too, whenever other work
+    shared the CPU; with one thread each repeat gave the same bytes. The input pipeline keeps
+    its own threads (tf.data, seeded: build_dataset). The seeds are the run's own (build_setup,
+    input_fn). ValueError when TensorFlow's runtime has started already.
+    """
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"determinism must be set before TensorFlow runs its first op ({exc})"
+        ) from None
+    tf.config.experimental.enable_op_determinism()
 
 
 @dataclasses.dataclass
@@ -157,6 +190,7 @@ def input_fn(
     epoch: int = 0,
     skip_bad: bool = False,
     skip_steps: int = 0,
+    classes: str = DEFAULT_CLASS_SET,
 ) -> Callable[[tf.distribute.InputContext], Any]:
     """A dataset function for `strategy.distribute_datasets_from_function`.
 
@@ -166,8 +200,10 @@ def input_fn(
     per replica; training data repeats (callers take steps_per_epoch batches) and is seeded by
     (seed, epoch), so epoch k is the same whether or not the run was resumed before it.
     `skip_steps` leaves out the batches of that many global steps (every worker its share),
-    unread: the rest of an epoch that was stopped after that step.
+    unread: the rest of an epoch that was stopped after that step. `classes`: the class set the
+    label ids are mapped onto (TrainConfig.classes; cityscapes19: the train ids).
     """
+    label_lut = None if classes == DEFAULT_CLASS_SET else get_class_set(classes).from_label_ids
 
     def make(context: tf.distribute.InputContext) -> Any:
         workers, index = context.num_input_pipelines, context.input_pipeline_id
@@ -189,6 +225,7 @@ def input_fn(
             epoch=epoch,
             skip_bad=skip_bad,
             skip=skip_steps * per_replica * local_replicas,
+            label_lut=label_lut,
             **shards,
         )
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from datasets.cityscapes import load_pair
 from evaluation.metrics import confusion_matrix, scores_from_confusion
+from utils.labels import DEFAULT_CLASS_SET, get_class_set
 from utils.resize import resize_image, resize_map, scores_to_train_ids
 
 __all__ = ["Validator"]
@@ -42,6 +43,8 @@ class Validator:
         log: receives one line per skipped sample.
         training: run the model in training mode (batch statistics of each validation batch;
             this moves the moving statistics): for benchmark.py fit's comparison only.
+        classes: the class set the label ids are mapped onto (utils.labels.CLASS_SETS; its
+            classes are the model's outputs); the scores name them under "class_names".
     """
 
     def __init__(
@@ -53,7 +56,9 @@ class Validator:
         skip_bad: bool = False,
         log: Callable[[str], None] | None = None,
         training: bool = False,
+        classes: str = DEFAULT_CLASS_SET,
     ) -> None:
+        self.class_set = get_class_set(classes)
         self.model = model
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.num_classes = int(num_classes)
@@ -89,7 +94,7 @@ class Validator:
                         sample = next(queue, None)
                         if sample is None:
                             break
-                        pending.append(pool.submit(load_pair, sample))
+                        pending.append(pool.submit(self._load, sample))
                     if not pending:
                         return
                     try:
@@ -101,6 +106,18 @@ class Validator:
             finally:
                 for future in pending:
                     future.cancel()
+
+    def _load(self, sample: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(image, class ids) of a sample: train ids, or label ids through the class set."""
+        if self.class_set.name == DEFAULT_CLASS_SET:
+            return load_pair(sample)
+        if sample.train_ids:
+            raise ValueError(
+                f"label {str(sample.label)!r} holds train ids; --classes {self.class_set.name} "
+                "needs label-id files (*_labelIds.png)"
+            )
+        image, label = load_pair(sample, map_ids=False)
+        return image, self.class_set.from_label_ids[label]
 
     def evaluate(self, samples: Sequence[Any]) -> dict[str, Any]:
         """Confusion matrix at full resolution, loss and scores (evaluation.metrics keys)."""
@@ -132,4 +149,5 @@ class Validator:
         scores = scores_from_confusion(cm)
         scores["loss"] = ce_sum / weight_sum if weight_sum > 0 else float("nan")
         scores["confusion_matrix"] = cm
+        scores["class_names"] = list(self.class_set.names)
         return scores

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import argparse
+import copy
 import functools
 import gc
 import os
@@ -172,15 +173,68 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def plain_value(value: Any, nargs: Any = None) -> str:
+    """A default as a user would type it on the command line, never a Python repr.
+
+    A pair such as a size is ``1024,2048``; the values of an option that takes several
+    (`nargs` "+", "*" or a number) are separated by spaces, as they are typed, each pair among
+    them still ``H,W``; other lists are comma lists (``onnxruntime,openvino``); a whole float
+    loses its ``.0``; an empty list or string is ``none``.
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={plain_value(item)}" for key, item in value.items()) or "none"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else list(value)
+        several = nargs in ("+", "*") or isinstance(nargs, int)
+        if several or any(isinstance(item, (list, tuple)) for item in items):
+            return " ".join(plain_value(item) for item in items) or "none"
+        return ",".join(plain_value(item) for item in items) or "none"
+    text = str(value)
+    return text if text else "none"
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default (unless the help says it already, or it is None/False) and
-    keeps the description's line breaks."""
+    """Shows each option's default in plain words (`plain_value`: ``1024,2048``, not
+    ``(1024, 2048)``), 0 included, unless the help says it already or there is none (None, a
+    flag that is off); lists the choices where a metavar hides them from the usage line; keeps
+    the description's line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if (
+            action.choices is not None
+            and action.metavar is not None
+            and "%(choices)" not in text
+            and not isinstance(action, argparse._SubParsersAction)
+            and not all(str(choice) in text for choice in action.choices)
+        ):
+            text += " (one of: %(choices)s)"
+        if "default" in text or not _has_default(action):
             return text
+        action = copy.copy(action)
+        action.help = text
         return super()._get_help_string(action)
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if action.default is not None and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)  # %(default)s in plain words, the parser's own untouched
+            action.default = plain_value(action.default, action.nargs)
+        return super()._expand_help(action)
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """Whether `action` has a default worth showing: not None or SUPPRESS, and not the off
+    state of a flag (store_true, store_false, store_const)."""
+    if action.default is None or action.default is argparse.SUPPRESS:
+        return False
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction)
+    return not isinstance(action, flags)
 
 
 class Parser(argparse.ArgumentParser):

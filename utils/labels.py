@@ -14,6 +14,7 @@ Every table is a read-only numpy array, so a caller cannot change it for the oth
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 from cityscapesscripts.helpers.labels import category2labels, labels
@@ -122,6 +123,21 @@ class ClassSet:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def label_ids(self, class_ids: np.ndarray) -> np.ndarray:
+        """Class indices -> Cityscapes label ids (`to_label_ids`; 255 and any index outside the
+        set -> 0, unlabeled, as TRAIN_ID_TO_ID maps ignore), uint8 of the same shape."""
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[: self.num_classes] = self.to_label_ids
+        return lut[np.asarray(class_ids, dtype=np.uint8)]
+
+    @property
+    def palette(self) -> np.ndarray:
+        """uint8[256, 3] RGB: class index -> the Cityscapes colour of its label (`to_label_ids`);
+        255 and unused indices black. For cityscapes19 it is TRAIN_ID_PALETTE."""
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: self.num_classes] = LABEL_ID_PALETTE[self.to_label_ids]
+        return _frozen(lut)
+
 
 def _class_set(name: str, names: tuple[str, ...], index_of, description: str) -> ClassSet:
     """A ClassSet whose label `label` goes to class `index_of(label)` (None: not scored)."""
@@ -172,8 +188,53 @@ CLASS_SETS: dict[str, ClassSet] = {
 }
 
 
+#: The class set of a model or file that records none (every model before --classes).
+DEFAULT_CLASS_SET = "cityscapes19"
+
+
 def get_class_set(name: str) -> ClassSet:
     """The ClassSet of `--classes name`; ValueError listing the names otherwise."""
     if name not in CLASS_SETS:
         raise ValueError(f"unknown class set {name!r}; choose one of {', '.join(CLASS_SETS)}")
     return CLASS_SETS[name]
+
+
+def class_set_with(num_classes: int) -> ClassSet | None:
+    """The class set of `num_classes` outputs (they differ: 19, 7, 20), None if there is none."""
+    found = [c for c in CLASS_SETS.values() if c.num_classes == int(num_classes)]
+    return found[0] if len(found) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The class set a weights file was trained for, recorded in the file
+# ---------------------------------------------------------------------------------------------
+
+#: Attribute of a ``.weights.h5`` file's root group naming its class set (train.py writes it).
+CLASS_SET_ATTRIBUTE = "class_set"
+
+
+def record_class_set(weights: str | os.PathLike, name: str) -> None:
+    """Write class set `name` into the root attributes of a ``.weights.h5`` file (Keras' loader
+    reads only the file's groups and ignores them)."""
+    import h5py  # only where a weights file is written (Keras depends on it)
+
+    get_class_set(name)
+    with h5py.File(weights, "r+") as handle:
+        handle.attrs[CLASS_SET_ATTRIBUTE] = name
+
+
+def recorded_class_set(weights: str | os.PathLike) -> str | None:
+    """The class set recorded in a ``.weights.h5`` file by `record_class_set`; None for a file
+    that records none (older runs, plain ``save_weights``, ``.keras`` files) or is not HDF5."""
+    import h5py  # only where a weights file is read
+
+    if not str(weights).endswith(".h5"):
+        return None
+    try:
+        with h5py.File(weights, "r") as handle:
+            value = handle.attrs.get(CLASS_SET_ATTRIBUTE)
+    except OSError:
+        return None  # not an HDF5 file: the weights loader names the problem
+    if isinstance(value, bytes):
+        value = value.decode()
+    return None if value is None else str(value)

@@ -13,12 +13,13 @@ import numpy as np
 from utils.labels import CLASS_NAMES, IGNORE, TRAIN_ID_PALETTE
 
 
-def colorize(train_ids: np.ndarray) -> np.ndarray:
+def colorize(train_ids: np.ndarray, palette: np.ndarray = TRAIN_ID_PALETTE) -> np.ndarray:
     """Colour a train-id map in the Cityscapes palette.
 
     Args:
         train_ids: (H, W) integer array of train ids 0..18; 255 (ignore) and any other id
             become black.
+        palette: uint8[256, 3] of the ids (another class set's: `utils.labels.ClassSet.palette`).
 
     Returns:
         (H, W, 3) RGB uint8.
@@ -32,7 +33,7 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
         train_ids = np.where((train_ids >= 0) & (train_ids < 256), train_ids, IGNORE).astype(
             np.uint8
         )
-    return TRAIN_ID_PALETTE[train_ids]
+    return palette[train_ids]
 
 
 def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -87,16 +88,17 @@ def heatmap(values: np.ndarray, vmax: float | None = None, cmap: str = "inferno"
     return rgb
 
 
-def legend_entries(train_ids_maps: list[np.ndarray]) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, RGB colour) of each train id 0..18 present in any of the maps, in train-id order."""
+def legend_entries(
+    train_ids_maps: list[np.ndarray],
+    names: tuple[str, ...] = CLASS_NAMES,
+    palette: np.ndarray = TRAIN_ID_PALETTE,
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, RGB colour) of each train id 0..18 (class of `names`) present in any of the maps,
+    in train-id order."""
     present = np.zeros(256, dtype=bool)
     for ids in train_ids_maps:
         present[np.unique(np.asarray(ids).astype(np.uint8, copy=False))] = True
-    return [
-        (name, tuple(int(c) for c in TRAIN_ID_PALETTE[i]))
-        for i, name in enumerate(CLASS_NAMES)
-        if present[i]
-    ]
+    return [(name, tuple(int(c) for c in palette[i])) for i, name in enumerate(names) if present[i]]
 
 
 def panel(
@@ -105,6 +107,8 @@ def panel(
     ground_truth: np.ndarray | None = None,
     title: str | None = None,
     dpi: int = 100,
+    names: tuple[str, ...] = CLASS_NAMES,
+    palette: np.ndarray = TRAIN_ID_PALETTE,
 ) -> np.ndarray:
     """Side-by-side figure: photo | ground truth (when given) | prediction, with a class legend.
 
@@ -114,6 +118,7 @@ def panel(
         ground_truth: (H, W) train ids (255 = ignore), or None.
         title: figure title (e.g. the image name).
         dpi: resolution of the figure; each tile is drawn at most 1024 pixels wide.
+        names, palette: the classes of the maps and their colours (another class set's).
 
     Returns:
         (h, w, 3) RGB uint8 picture of the figure.
@@ -123,16 +128,16 @@ def panel(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    tiles = [("photo", np.asarray(image)), ("prediction", colorize(prediction))]
+    tiles = [("photo", np.asarray(image)), ("prediction", colorize(prediction, palette))]
     maps = [prediction]
     if ground_truth is not None:
-        tiles.insert(1, ("ground truth", colorize(ground_truth)))
+        tiles.insert(1, ("ground truth", colorize(ground_truth, palette)))
         maps.append(ground_truth)
     height, width = tiles[0][1].shape[:2]
     tile_w = min(10.24, width / dpi)
     tile_h = tile_w * height / width
     fig_w = tile_w * len(tiles)
-    entries = legend_entries(maps)
+    entries = legend_entries(maps, names, palette)
     ncol = max(1, min(len(entries), int(fig_w / 1.3)))
     legend_h = 0.22 * math.ceil(len(entries) / ncol) + 0.1 if entries else 0.0
     top_h = 0.6 if title else 0.35  # room for the figure title and the tile titles
