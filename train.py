@@ -152,9 +152,9 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
     parser.add_argument(
         "--deterministic",
         action="store_true",
-        help="the same command gives the same losses and weights, run after run: "
-        "TensorFlow's ops on one thread and its op determinism, besides the seeds every run "
-        "has (--seed); costs speed: 1.31 against 1.80 steps/s on a 2-core CPU (Fast-SCNN, "
+        help="aims at the same losses and weights run after run (not reliable yet: README, "
+        "'Reproducibility'): TensorFlow's ops on one thread and its op determinism, besides the "
+        "seeds every run has (--seed); costs speed: 1.31 against 1.80 steps/s on a 2-core CPU (Fast-SCNN, "
         "256x512, batch 4), more with more cores (README, 'Reproducibility')",
     )
     parser.add_argument(
