@@ -152,10 +152,9 @@ def _add_run_args(parser: argparse.ArgumentParser, optimizers: tuple[str, ...]) 
     parser.add_argument(
         "--deterministic",
         action="store_true",
-        help="aims at the same losses and weights run after run (not reliable yet: README, "
-        "'Reproducibility'): TensorFlow's ops on one thread and its op determinism, besides the "
-        "seeds every run has (--seed); costs speed: 1.31 against 1.80 steps/s on a 2-core CPU (Fast-SCNN, "
-        "256x512, batch 4), more with more cores (README, 'Reproducibility')",
+        help="the same losses and weights run after run: TensorFlow's op determinism and no "
+        "grappler (its graph rewrites differ from process to process), besides the seeds every "
+        "run has (--seed); no speed cost measured on a 2-core CPU (README, 'Reproducibility')",
     )
     parser.add_argument(
         "--show-recipe",
@@ -537,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, build the config, then train (or run the learning-rate finder)."""
     args = build_parser().parse_args(argv)
     quiet_tensorflow()  # before the first TensorFlow import (the models' registry)
-    if args.deterministic:  # before the first op
+    if args.deterministic:  # before the first function is traced
         from training.setup import enable_determinism
 
         enable_determinism()

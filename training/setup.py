@@ -33,27 +33,19 @@ __all__ = [
 
 def enable_determinism() -> None:
     """Make the TensorFlow work of this process deterministic, so that a run with the same seed
-    gives the same losses and weights (train.py --deterministic). Call it before any TensorFlow
-    op runs.
+    gives the same losses and weights (train.py --deterministic). Call it before TensorFlow
+    traces its first function.
 
-    One TensorFlow thread for the ops (one op at a time, each on one thread) and TensorFlow's
-    op determinism (which makes tf.data deterministic and refuses ops that cannot be, as some
-    are on GPUs). On a CPU the threads are what matters: multi-threaded kernels add partial sums
-    in the order their threads finish (Eigen's contractions split along the summed axis, as in
-    the weight gradients of convolutions), so the same steps on the same batches gave other
-    losses from the second to sixth step on here (Fast-SCNN, 256x512, batch 4, 2 cores), with
-    op determinism, with oneDNN off and with one inter-op thread too, whenever other work
-    shared the CPU; with one thread each repeat gave the same bytes. The input pipeline keeps
-    its own threads (tf.data, seeded: build_dataset). The seeds are the run's own (build_setup,
-    input_fn). ValueError when TensorFlow's runtime has started already.
+    Two settings: TensorFlow's op determinism (deterministic kernels and tf.data; ops that
+    cannot be, as some are on GPUs, raise), and no grappler. Grappler, TensorFlow's graph
+    optimiser, rewrote the training step in one of two ways from process to process (its C++
+    hash maps are seeded per process: with address randomisation off, every run took the same
+    way), and the two add in different orders: Fast-SCNN at 256x512, batch 4, on the same
+    batches, gave losses 5.650243 or 5.650256 at the second step here, with op determinism, one
+    thread and oneDNN off too. Without grappler every repeat gave the same bytes, on all cores
+    and beside two busy processes. The seeds are the run's own (build_setup, input_fn).
     """
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"determinism must be set before TensorFlow runs its first op ({exc})"
-        ) from None
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     tf.config.experimental.enable_op_determinism()
 
 
