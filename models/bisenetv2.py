@@ -24,8 +24,8 @@ Facts from the paper (Table 1, Figs. 3-6) and the reference implementation that 
 |                 | to classes, bilinear x8 to the input size, float32                |            |
 
 The main segment head's width C_t (3x3 conv-BN-ReLU to C_t, 1x1 conv to classes) is the one
-number the sources leave open: the reference's own code asks "TODO: what is the number of mid
-chan ?" and takes 1024, as mmsegmentation does; PaddleSeg takes 128. Everything else is fixed by Table 1 and counts 14.78 G multiply-adds at
+number the sources leave open: the authors' reference code marks it as an open question and
+takes 1024, as mmsegmentation does; PaddleSeg takes 128. Everything else is fixed by Table 1 and counts 14.78 G multiply-adds at
 512x1024 here, and each head channel adds 64 x 128 x (9 x 128 + 19) = 9.59 M, so the paper's
 21.15 GFLOPs at 512x1024 (Table 8; multiply-adds, as 2 x 14.78 alone would exceed it) fix
 C_t at 664: 640, five times the 128-wide BGA output, gives 20.92 G (-1.1%), where 1024 gives
