@@ -6,19 +6,19 @@ runs/benchmark/benchmark.{md,csv,json,png} (--output-dir DIR writes elsewhere; t
 results/ is regenerated only with --output-dir results, see results/README.md). Subcommands give
 the other figures, into the same folder:
 
-  models   parameters and compute (GMACs / GFLOPs) beside the published figures (bench.models)
-  train    training images/s (bench.train.measure_train_throughput)
+  models   parameters and compute (GMACs / GFLOPs) beside the published figures (bench.model_table)
+  train    training images/s (bench.train_speed.measure_train_throughput)
   data     input pipeline images/s against the decode ceiling (bench.data)
   fit      learning check: inference- against training-mode mIoU after brief training
            (bench.fit), without and with precise batch norm
-  eval     our evaluator against the official cityscapesscripts one (bench.eval)
+  eval     our evaluator against the official cityscapesscripts one (bench.eval_speed)
   study    train, evaluate (accuracy, robustness, calibration), export and time each model:
            study.{md,csv,json,png}, accuracy against latency with the Pareto front (bench.study)
 
 Timing follows trtexec: warm up for --warmup seconds (at least one call), then time calls one
 by one until --min-iters calls AND --min-duration seconds are reached; the --budget (whole run,
 split evenly over the remaining jobs as it goes) may stop a job earlier, which the table says.
-Each job runs in its own process so its peak memory is its own (bench.inference, bench.jobs).
+Each job runs in its own process so its peak memory is its own (bench.latency, bench.jobs).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.inference import DEFAULT_OUTPUT_DIR, REFERENCE_SIZE, InferenceConfig
+from bench.latency import DEFAULT_OUTPUT_DIR, REFERENCE_SIZE, InferenceConfig
 from bench.jobs import BACKENDS
 from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S
 from datasets.options import add_dataset_args
@@ -234,7 +234,7 @@ def _add_train_command(sub: Any) -> None:
         help="training images/s per model",
         formatter_class=HelpFormatter,
         description="Training throughput (images/s) per model through "
-        "bench.train.measure_train_throughput.",
+        "bench.train_speed.measure_train_throughput.",
     )
     train.add_argument(
         "--models",
@@ -525,7 +525,7 @@ def inference(args: argparse.Namespace, argv: list[str] | None) -> None:
     import tensorflow as tf
 
     # after parsing: keeps --help and usage errors instant
-    from bench.inference import run_inference
+    from bench.latency import run_inference
     from bench.report import text_summary
 
     tf.get_logger().setLevel("ERROR")
@@ -559,7 +559,7 @@ def inference(args: argparse.Namespace, argv: list[str] | None) -> None:
 def models(args: argparse.Namespace, argv: list[str] | None) -> None:
     """`models`: list the registry; with --params, count parameters and compute."""
     # after parsing: keeps --help and usage errors instant
-    from bench import models as bench_models
+    from bench import model_table as bench_models
 
     specs = model_specs(args.models)
     if not args.params:
@@ -692,7 +692,7 @@ def study(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise ValueError(
             "--no-corruptions evaluates clean images only: drop --corruptions/--severities"
         )
-    from bench.models import default_specs
+    from bench.model_table import default_specs
 
     specs = model_specs(args.models) or list(dict.fromkeys((n, ()) for n, _ in default_specs()))
     config = StudyConfig(

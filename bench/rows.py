@@ -3,7 +3,7 @@
 A row is one (model, input size, batch, backend) measurement. It is made with its identity
 (`job_rows`), then filled in four steps: the parent process builds the model (parameters,
 compute, export), the timing loop records the machine's speed and the job's budget, the child
-process's outcome (`bench.jobs`) is recorded, and `bench.inference.finish_rows` derives the
+process's outcome (`bench.jobs`) is recorded, and `bench.latency.finish_rows` derives the
 figures that compare rows (GFLOP/s, % of peak, the roofline, speed-up over the TF graph, notes);
 the report adds the model's mIoU where the output folder holds one.
 """
@@ -115,7 +115,7 @@ class Row:
     parity_max_diff_allowed: float | None = None
     parity_min_agreement: float | None = None
     ties_rule: bool | None = None
-    # --- derived from all rows (bench.inference.finish_rows)
+    # --- derived from all rows (bench.latency.finish_rows)
     achieved_gflops_per_s: float | None = None
     pct_of_peak: float | None = None
     pct_of_matmul_peak: float | None = None

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inference import LoadMeter, base_meta
+from bench.latency import LoadMeter, base_meta
 from bench.report import machine_lines, write_summary
 from bench.rows import spec_label
 from utils.io import check_writable_dir, write_text
@@ -62,7 +62,7 @@ def run_train(
         The rows and their text table.
     """
     # The training step and the registry import TensorFlow and Keras.
-    from bench.train import measure_train_throughput
+    from bench.train_speed import measure_train_throughput
     from models import MODELS
 
     out_dir = check_writable_dir(output_dir)
@@ -208,7 +208,7 @@ def run_eval(
         The result row and its text table.
     """
     # The evaluation benchmark imports the evaluator, cityscapesscripts' helpers and OpenCV.
-    from bench.eval import benchmark_evaluation, speed_markdown
+    from bench.eval_speed import benchmark_evaluation, speed_markdown
 
     out_dir = check_writable_dir(output_dir)
     t_start, load = time.monotonic(), LoadMeter()

@@ -604,7 +604,7 @@ def score_average(scores: dict[str, float]) -> float:
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """A process pool; fork where available (fast start, inherits the imported modules).
 
-    Used for the evaluation and for the decode ceiling (`bench.eval`) alike, with the same
+    Used for the evaluation and for the decode ceiling (`bench.eval_speed`) alike, with the same
     worker setup.
     """
     methods = multiprocessing.get_all_start_methods()

@@ -198,7 +198,7 @@ def test_rows_round_trip_and_csv_columns_are_row_fields():
 
 def test_default_backends_are_onnxruntime_and_openvino():
     """The default CPU table sets onnxruntime and OpenVINO side by side (where it is installed)."""
-    from bench.inference import DEFAULT_BACKENDS, resolve_backends
+    from bench.latency import DEFAULT_BACKENDS, resolve_backends
     from inference.openvino_backend import openvino_missing
 
     assert benchmark.build_parser().parse_args([]).backends is None
@@ -448,7 +448,7 @@ def _timed_row(backend="onnxruntime", **values):
 
 
 def test_finish_rows_adds_the_roofline_from_the_median():
-    from bench.inference import finish_rows
+    from bench.latency import finish_rows
 
     row = _timed_row()
     finish_rows([row], peak_gflops=400.0, min_iters=10, min_duration_s=3.0,
@@ -485,7 +485,7 @@ def _meta():
 
 
 def test_compact_table_columns_and_marks(tmp_path):
-    from bench.inference import finish_rows
+    from bench.latency import finish_rows
     from utils.machine import machine_info
 
     ort = _timed_row()

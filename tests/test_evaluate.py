@@ -1,4 +1,4 @@
-"""evaluate.py, evaluation.cityscapes_eval and bench.eval against cityscapesscripts' evaluation."""
+"""evaluate.py, evaluation.cityscapes_eval and bench.eval_speed against cityscapesscripts' evaluation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-import bench.eval as eval_bench
+import bench.eval_speed as eval_bench
 import evaluation.report as eval_report
 from evaluation import cityscapes_eval as ce
 

@@ -169,7 +169,7 @@ def test_benchmark_sets_onnxruntime_and_openvino_side_by_side(tmp_path):
 
 
 def test_parity_failure_fails_the_row():
-    from bench.inference import judge_parity
+    from bench.latency import judge_parity
     from bench.rows import job_rows
 
     row = job_rows(MODEL, {}, SIZE, 1, ["openvino"], "fp32")[0]
@@ -194,7 +194,7 @@ def test_openvino_asked_for_but_missing_is_one_error_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --backends openvino: pip install openvino==9"]
     assert not list(tmp_path.iterdir())
-    from bench.inference import resolve_backends
+    from bench.latency import resolve_backends
 
     notes = []
     assert resolve_backends(None, notes.append) == ["onnxruntime"] and "openvino" in notes[0]

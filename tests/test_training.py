@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 import train
-from bench.train import measure_train_throughput
+from bench.train_speed import measure_train_throughput
 from training.checkpoints import parse_weights_name, weights_name
 from training.config import TrainConfig
 from training.run import NonFiniteLossError, run_training

@@ -1,6 +1,6 @@
 """The set-up every training loop shares: the model, its optimizer and step, the input pipeline.
 
-training.run (the run), training.lr_finder (the learning-rate range test) and bench.train (the
+training.run (the run), training.lr_finder (the learning-rate range test) and bench.train_speed (the
 throughput benchmark) build their model, optimizer and Trainer here, so the three train the
 same thing.
 """

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.inference import utc_now
+from bench.latency import utc_now
 from bench.report import fmt, markdown_table, text_table, write_csv
 from bench.rows import spec_label
 from utils.io import check_writable_dir, write_json, write_text
