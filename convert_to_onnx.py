@@ -14,7 +14,7 @@ output path that cannot be written), with no file left behind.
 
 Examples:
   python convert_to_onnx.py -m fastscnn -t 1024,2048 -w runs/fastscnn/best.weights.h5
-  python convert_to_onnx.py -m deeplabv3+ --backbone mobilenetv2 --nchw --argmax --fp16 --trt
+  python convert_to_onnx.py -m deeplabv3+ --backbone mobilenetv2 --nchw --argmax --precision fp16 --trt
   python convert_to_onnx.py -m unet -t 512,1024 --dynamic-batch -o exports/unet_dyn.onnx
 """
 
@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "graph: output 'label_ids' uint8 (N,H,W) instead of logits",
     )
     parser.add_argument(
-        "--fp16",
-        action="store_true",
-        help="store weights and compute in float16 (input and output stay "
-        "float32/uint8); checked with looser thresholds",
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16 stores weights and computes in float16 (input and output stay "
+        "float32/uint8), checked by the float16 parity rule (inference/parity.py)",
     )
     parser.add_argument(
         "-o",
@@ -98,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trt",
         action="store_true",
-        help="build a TensorRT engine with TensorRT's Python API (TensorRT 10: --fp16 sets its "
-        "FP16 flag; 11: --fp16 exports float16, the engine takes the file's types), check it "
-        "against onnxruntime and time it as trtexec does; trtexec too where it is installed; "
-        "without TensorRT, print what to run on the device",
+        help="build a TensorRT engine with TensorRT's Python API (at --precision: TensorRT 10 "
+        "sets its FP16 flag for fp16, 11 takes the float16 file's types), check it against "
+        "onnxruntime by the parity rule and time it with the timing loop (trtexec's rule); "
+        "trtexec too where it is installed; without TensorRT, print what to run on the device",
     )
     return parser
 
@@ -113,7 +114,9 @@ def default_output(args: argparse.Namespace, size: tuple[int, int]) -> Path:
         parts.append(args.backbone)
     if args.output_stride:
         parts.append(f"os{args.output_stride}")
-    parts += [flag for flag in ("nchw", "argmax", "fp16") if getattr(args, flag)]
+    parts += [flag for flag in ("nchw", "argmax") if getattr(args, flag)]
+    if args.precision != "fp32":
+        parts.append(args.precision)
     if args.dynamic_batch:
         parts.append("dynamic")
     elif args.batch != 1:
@@ -156,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         opset=args.opset,
         nchw=args.nchw,
         argmax=args.argmax,
-        fp16=args.fp16,
+        precision=args.precision,
         weights=args.weights,
         **model_options(args),
     )
@@ -179,73 +182,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 1
 
     if args.trt:
-        status = max(status, build_engine(output, args.fp16))
+        status = max(status, build_engine(output, args.precision))
     return status
 
 
-def build_engine(onnx_path: Path, fp16: bool) -> int:
-    """Build, check and time a TensorRT engine with TensorRT's Python API (trtexec as a
-    cross-check where it exists), or print how to do it on the device."""
+def build_engine(onnx_path: Path, precision: str) -> int:
+    """Build, check and time a TensorRT engine (deploy.tensorrt), trtexec as a cross-check
+    where it exists, or print how to do it on the device; the exit status."""
     # after parsing: keeps --help and usage errors instant
-    import numpy as np
-
     from deploy import tensorrt
-    from deploy.checks import sample_images
-    from deploy.graph import summarize_onnx
-    from inference.onnx_backend import onnx_session, run_onnx
+    from inference.runtimes import available
 
     trtexec = tensorrt.find_trtexec()
-    try:
-        tensorrt.import_tensorrt()
-    except ValueError as exc:
+    why = available("tensorrt")
+    if why is not None:
         if trtexec is None:
-            print(f"no TensorRT here: {exc}. On the Jetson or GPU node, copy {onnx_path} there")
+            print(f"no TensorRT here: {why}. On the Jetson or GPU node, copy {onnx_path} there")
             print("and run: python convert_to_onnx.py ... --trt, or with trtexec (JetPack):")
-            print("  " + " ".join(tensorrt.trtexec_command(onnx_path, fp16=fp16)))
+            print("  " + " ".join(tensorrt.trtexec_command(onnx_path, precision=precision)))
             print("(on a Jetson trtexec is /usr/src/tensorrt/bin/trtexec; see docs/jetson.md)")
             return 0
-        return _trtexec_timing(tensorrt, onnx_path, fp16, trtexec)
-    build = tensorrt.build_engine(onnx_path, fp16=fp16)
-    print(
-        f"TensorRT {build.tensorrt_version} engine {build.path} ({build.precision}, {build.how}): "
-        f"{build.size_bytes / 2**20:.1f} MiB, built in {build.build_seconds:.0f} s"
-    )
-    runner = tensorrt.EngineRunner(build.path, batch=1)
-    meta = summarize_onnx(onnx_path).metadata
-    size = tuple(int(v) for v in meta["input_size"].split(","))
-    nchw = meta.get("layout", "NHWC") == "NCHW"
-    images = sample_images(1, size)
-    reference = run_onnx(onnx_session(onnx_path, ["CPUExecutionProvider"]), images)
-    feed = np.ascontiguousarray(images.transpose(0, 3, 1, 2) if nchw else images)
-    got = runner.infer(feed.astype(runner.host[runner.inputs[0]].dtype))[runner.outputs[0]]
-    if nchw and got.ndim == 4:
-        got = got.transpose(0, 2, 3, 1)
-    difference, agreement = tensorrt.compare_outputs(reference, got)
-    print(
-        f"TensorRT against onnxruntime (CPU) on one image: max |difference| {difference:.3g}, "
-        f"argmax agreement {100 * agreement:.3f}%"
-    )
-    timing = runner.time()
-    compute, latency = timing.compute_ms, timing.latency_ms
-    print(
-        f"TensorRT timing, {timing.runs} runs after 200 ms of warm-up: GPU compute median "
-        f"{compute['median']:.3f} ms (p90 {compute['p90']:.3f}, p99 {compute['p99']:.3f}); "
-        f"latency with copies median {latency['median']:.3f} ms (in {timing.copy_in_ms:.3f}, "
-        f"out {timing.copy_out_ms:.3f}); {timing.images_per_s:.1f} images/s"
-    )
-    status = 0 if agreement >= 0.995 else 1
-    if status:
-        print(f"error: the engine agrees with onnxruntime on {100 * agreement:.2f}% of pixels "
-              "only (99.5% needed)", file=sys.stderr)  # fmt: skip
+        return _trtexec_timing(tensorrt, onnx_path, precision, trtexec)
+    report = tensorrt.build_and_check_engine(onnx_path, precision)
+    print(report.format())
+    status = 0
+    if not report.parity.passed:
+        print(f"error: the engine breaks the parity rule against onnxruntime: "
+              f"{'; '.join(report.parity.errors)}", file=sys.stderr)  # fmt: skip
+        status = 1
     if trtexec is not None:
-        status = max(status, _trtexec_timing(tensorrt, onnx_path, fp16, trtexec))
+        status = max(status, _trtexec_timing(tensorrt, onnx_path, precision, trtexec))
     return status
 
 
-def _trtexec_timing(tensorrt, onnx_path: Path, fp16: bool, trtexec: str) -> int:
+def _trtexec_timing(tensorrt, onnx_path: Path, precision: str, trtexec: str) -> int:
     """Build and time the engine with trtexec (the cross-check); its exit status."""
     command = tensorrt.trtexec_command(
-        onnx_path, onnx_path.with_suffix(".trtexec.engine"), fp16=fp16, trtexec=trtexec
+        onnx_path, onnx_path.with_suffix(".trtexec.engine"), precision=precision, trtexec=trtexec
     )
     print("running: " + " ".join(command), flush=True)
     timing = tensorrt.run_trtexec(command)

@@ -2,7 +2,7 @@
 
 Scores a folder of prediction PNGs (label ids, or train ids with --train-ids) against gtFine of a
 split, or runs a model over the split first (-m MODEL -w WEIGHTS, or --onnx FILE, whose metadata
-names the model, through onnxruntime or, with --backend openvino, OpenVINO). Scoring PNGs
+names the model, through onnxruntime or another runtime of --backend). Scoring PNGs
 needs only gtFine/ under the root, as the official script does; running a model needs
 leftImg8bit/ too. The numbers are those of cityscapesscripts' evalPixelLevelSemanticLabeling
 (same result keys, equal to 1e-9), computed with parallel decoding and one histogram per image
@@ -36,23 +36,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from datasets.corruptions import CORRUPTIONS, SEVERITIES
-from datasets.options import add_dataset_args, dataset_root
+from datasets.options import add_dataset_args, dataset_root, parse_severities
+from inference.runtimes import add_backend_arg, title
 from models.options import add_model_args, model_options
 from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, positive_int, quiet_tensorflow
-
-
-def parse_severities(text: str) -> tuple[int, ...]:
-    """Argparse type of --severities: numbers 1-5 separated by commas, e.g. 1,3,5."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) < len(values):
-        raise argparse.ArgumentTypeError(
-            f"expected distinct severities 1-5 separated by commas (e.g. 1,3,5), got {text!r}"
-        )
-    return tuple(sorted(values))
+from utils.errors import BadInput
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,13 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the model and input size are read from the file's metadata (convert_to_onnx.py writes "
         "them)",
     )
-    run.add_argument(
-        "--backend",
-        choices=("onnxruntime", "openvino"),
-        default="onnxruntime",
-        help="runtime of --onnx: onnxruntime, or openvino (the same file compiled for the CPU; "
-        "its first batch is checked against onnxruntime by deploy/checks.py's parity rule)",
-    )
+    add_backend_arg(run)
     run.add_argument("--batch", type=positive_int, default=1, help="images per model call")
     run.add_argument(
         "--mc-samples",
@@ -180,7 +163,6 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> Any:
     """Run the model over the split (clean, then under each corruption) and score it
     (inference.scoring: official metrics, calibration, safety classes, robustness)."""
     # Here only: TensorFlow (or onnxruntime) is imported for -m, never for --predictions.
-    from deploy.checks import parity_thresholds
     from evaluation.cityscapes_eval import ground_truth_files
 
     # after parsing: keeps --help and usage errors instant
@@ -190,7 +172,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> Any:
 
     quiet_tensorflow()
     if args.weights is None and args.onnx is None:
-        raise ValueError(f"-m {args.model} needs -w/--weights (trained weights) or --onnx FILE")
+        raise BadInput(f"-m {args.model} needs -w/--weights (trained weights) or --onnx FILE")
     corruptions = tuple(args.corruptions or CORRUPTIONS) if args.corruptions is not None else ()
     num_images = len(ground_truth_files(root, args.split))  # the folder's error first
     segmenter = Segmenter(
@@ -199,8 +181,7 @@ def evaluate_model(args: argparse.Namespace, root: str, progress: bool) -> Any:
         input_size=args.target_size,
         options=model_options(args),
         onnx=args.onnx,
-        backend=args.backend,
-        parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
+        runtime=args.backend,
         mc_samples=args.mc_samples,
         seed=args.seed,
         classes=args.classes,
@@ -280,7 +261,7 @@ def _source(args: argparse.Namespace) -> str:
     if args.predictions is not None:
         return f"predictions in {args.predictions}" + (" (train ids)" if args.train_ids else "")
     return f"model {args.model}" + (
-        f" ({args.onnx}{', OpenVINO' if args.backend == 'openvino' else ''})"
+        f" ({args.onnx}, {title(args.backend)})"
         if args.onnx
         else f" with weights {args.weights}"
     )

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from datasets.options import add_dataset_args
+from inference.runtimes import add_backend_arg
 from models.options import add_model_args
 from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
@@ -52,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run this exported .onnx file through --backend instead of Keras "
         "(-m still names the model, for its class layout)",
     )
-    model.add_argument(
-        "--backend",
-        choices=("onnxruntime", "openvino"),
-        default="onnxruntime",
-        help="runtime of --onnx: onnxruntime, or openvino (the same file compiled for the CPU; "
-        "its first batch is checked against onnxruntime by deploy/checks.py's parity rule)",
-    )
+    add_backend_arg(model)
     model.add_argument(
         "--mc-samples",
         type=positive_int,
@@ -122,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.weights is None and args.onnx is None:
         fail("give trained weights with -w/--weights (or an exported model with --onnx FILE)")
     if args.weights is not None and args.onnx is not None:
-        fail("give either -w/--weights (Keras) or --onnx (onnxruntime), not both")
+        fail("give either -w/--weights (Keras) or --onnx FILE (an export), not both")
     if args.backend != "onnxruntime" and args.onnx is None:
         fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if not 0.0 <= args.alpha <= 1.0:
@@ -131,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # After quiet_tensorflow: the segmenter imports Keras and the model files.
     from datasets.cityscapes import BadFileError, skip_bad_hint
     from datasets.options import dataset_root
-    from deploy.checks import parity_thresholds
     from inference import photos
+    from inference.runtimes import parity_line, title
     from inference.segmenter import Segmenter
     from models.options import model_options
     from utils.io import check_writable_dir
@@ -163,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         onnx=args.onnx,
         mc_samples=args.mc_samples,
         seed=args.seed,
-        backend=args.backend,
-        parity_limits=lambda precision, scale: parity_thresholds(precision, scale),
+        runtime=args.backend,
         classes=args.classes,
     )
     try:
@@ -184,18 +178,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     skipped = skipped_before + tally.skipped
     if tally.done == 0:
         fail(f"no image could be read ({skipped} skipped); nothing was written")
-    engine = (
-        {"onnxruntime": "onnxruntime", "openvino": "OpenVINO"}[args.backend]
-        if args.onnx
-        else "Keras"
-    )
+    engine = title(segmenter.backend) if args.onnx else "Keras"
     if segmenter.parity is not None:
-        diff = segmenter.parity.max_abs_diff
-        print(
-            f"OpenVINO against onnxruntime on the first batch: max |logit diff| "
-            f"{'-' if diff is None else f'{diff:.3g}'}, argmax agreement "
-            f"{100 * segmenter.parity.agreement:.3f}%"
-        )
+        print(parity_line(segmenter.parity, segmenter.backend))
     size = segmenter.input_size
     print(
         f"{tally.done} images segmented ({skipped} skipped) with {segmenter.name} ({engine}) "

@@ -30,7 +30,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import signal
@@ -334,47 +333,6 @@ def _add_loss_and_output_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _class_weights(path: str | None, count: int = 19) -> list[float] | None:
-    """Read --class-weights; ValueError naming the file if it is not `count` (the class set's
-    classes) non-negative numbers."""
-    if path is None:
-        return None
-    try:
-        values = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read class weights {path!r} ({exc}); pass a JSON file "
-            f"holding a list of {count} numbers"
-        ) from None
-    if (
-        not isinstance(values, list)
-        or len(values) != count
-        or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
-    ):
-        raise ValueError(
-            f"class weights {path!r} must be a JSON list of {count} numbers >= 0 (one per "
-            "class of --classes)"
-        )
-    return [float(v) for v in values]
-
-
-def _check_rates(args: argparse.Namespace) -> None:
-    """The bad-input checks on rates (before anything is built or written)."""
-    for name in ("learning_rate", "min_lr", "max_lr"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            flag = {"learning_rate": "-l/--learning-rate"}.get(name, "--" + name.replace("_", "-"))
-            raise ValueError(f"{flag} must be >= 0, got {value!r}")
-    if args.learning_rate is not None and args.learning_rate == 0:
-        raise ValueError("-l/--learning-rate must be > 0, got 0.0")
-    if args.min_lr is not None and args.max_lr is not None and args.min_lr > args.max_lr:
-        raise ValueError(f"--min-lr {args.min_lr!r} is above --max-lr {args.max_lr!r}; swap them")
-    if args.momentum is not None and not 0 <= args.momentum < 1:
-        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum!r}")
-    if args.power is not None and args.power <= 0:
-        raise ValueError(f"--power must be > 0, got {args.power!r}")
-
-
 def _print_scores(scores: dict) -> None:
     """The per-class IoU table of the last validation."""
     # after parsing: keeps --help and usage errors instant
@@ -385,71 +343,6 @@ def _print_scores(scores: dict) -> None:
         print(f"{name:<16}{'n/a' if math.isnan(value) else f'{100 * value:.2f}':>8}")
     print(f"{'mean IoU':<16}{100 * scores['mean_iou']:>8.2f}")
     print(f"{'pixel accuracy':<16}{100 * scores['pixel_accuracy']:>8.2f}")
-
-
-def build_config(args: argparse.Namespace) -> TrainConfig:
-    """The run's settings: the command line, and the model's recipe for what it leaves out.
-
-    Making the config checks the model, the input size, the batch and the epochs (ValueError).
-    """
-    quiet_tensorflow()
-    # After quiet_tensorflow: models and training import TensorFlow and Keras.
-    from models import get_info
-    from models.options import model_options
-    from training.config import TrainConfig
-    from utils.labels import DEFAULT_CLASS_SET, get_class_set
-
-    recipe = get_info(args.model).recipe
-    classes = args.classes or DEFAULT_CLASS_SET
-    _check_rates(args)
-    loss = args.loss or recipe.loss
-    ohem = {"ohem_thresh": args.ohem_thresh, "ohem_min_kept": args.ohem_min_kept}
-    ohem = {key: value for key, value in ohem.items() if value is not None}
-    if ohem and loss != "ohem":
-        option = "--" + next(iter(ohem)).replace("_", "-")
-        raise ValueError(
-            f"{option} applies to --loss ohem only, and the loss of this run is {loss!r}; "
-            "add --loss ohem or drop it"
-        )
-    if loss == "ohem":  # the recipe's OHEM settings where no option gives them
-        ohem = {"ohem_thresh": recipe.ohem_thresh, "ohem_min_kept": recipe.ohem_min_kept, **ohem}
-    return TrainConfig(
-        model=args.model,
-        input_size=tuple(args.target_size) if args.target_size else tuple(recipe.crop_size),
-        batch_size=args.batch or recipe.batch_size,
-        epochs=args.epochs or recipe.epochs,
-        optimizer=args.optimizer or recipe.optimizer,
-        learning_rate=args.learning_rate or recipe.learning_rate,
-        momentum=args.momentum if args.momentum is not None else recipe.momentum,
-        weight_decay=(args.weight_decay if args.weight_decay is not None else recipe.weight_decay),
-        schedule=args.schedule or recipe.schedule,
-        power=args.power if args.power is not None else recipe.power,
-        min_lr=args.min_lr,
-        max_lr=args.max_lr,
-        cycle=args.cycle,
-        warmup_epochs=args.warmup_epochs,
-        lr_scaling=args.lr_scaling,
-        mixed_precision=args.mixed_precision,
-        xla=args.xla,
-        seed=args.seed,
-        output_dir=str(args.output_dir or Path("runs") / args.model),
-        val_every=args.val_every,
-        class_weights=_class_weights(args.class_weights, get_class_set(classes).num_classes),
-        freeze_backbone=args.freeze_backbone,
-        weights=args.weights,
-        model_options=model_options(args),
-        steps_per_epoch=args.steps_per_epoch,
-        resume=args.resume,
-        coarse=args.coarse,
-        skip_bad=args.skip_bad,
-        classes=classes,
-        bn_momentum=args.bn_momentum,
-        sync_bn=args.sync_bn,
-        precise_bn=args.precise_bn,
-        log_every=args.log_every,
-        loss=loss,
-        **ohem,
-    )
 
 
 def _run_finder(
@@ -543,7 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_recipe:
         _show_recipe(args)
         return 0
-    config = build_config(args)
+    # after quiet_tensorflow: the models' registry imports TensorFlow and Keras
+    from training.config import TrainConfig
+
+    config = TrainConfig.from_recipe(args)
     root = dataset_root(args)
 
     # after parsing: keeps --help and usage errors instant

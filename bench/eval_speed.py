@@ -36,6 +36,7 @@ from evaluation.cityscapes_eval import (
     worker_pool,
 )
 from evaluation.report import RESULT_JSON
+from utils.errors import BadInput
 from utils.io import read_png
 from utils.machine import available_cores, machine_info
 
@@ -81,10 +82,10 @@ def benchmark_evaluation(
     workers = available_cores() if workers is None else int(workers)
     repeats = max(1, int(repeats))
     if num_files < 1:
-        raise ValueError(f"num_files must be at least 1, got {num_files!r}")
+        raise BadInput(f"num_files must be at least 1, got {num_files!r}")
     gts = ground_truth_files(root, split)
     if len(gts) < num_files:
-        raise ValueError(
+        raise BadInput(
             f"{str(root)!r} has {len(gts)} ground-truth files in split {split!r}, "
             f"fewer than the {num_files} asked for"
         )
@@ -352,7 +353,7 @@ def _match_subset(predictions: str | os.PathLike, gts: Sequence[str]) -> list[tu
         by_key.setdefault(frame_key(pred), str(pred))
     missing = [g for g in gts if frame_key(g) not in by_key]
     if missing:
-        raise ValueError(f"no prediction for ground truth {missing[0]!r} under {str(folder)!r}")
+        raise BadInput(f"no prediction for ground truth {missing[0]!r} under {str(folder)!r}")
     return [(by_key[frame_key(g)], g) for g in gts]
 
 

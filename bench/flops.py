@@ -15,6 +15,8 @@ import dataclasses
 import math
 from typing import Any
 
+from utils.errors import BadInput
+
 #: Ops whose arithmetic is counted, by TensorFlow op type.
 COUNTED_OPS = (
     "Conv2D",
@@ -171,7 +173,7 @@ def model_macs(model: Any, input_shape: tuple[int, int], batch_size: int = 1) ->
 
     height, width = int(input_shape[0]), int(input_shape[1])
     if batch_size < 1 or height < 1 or width < 1:
-        raise ValueError(
+        raise BadInput(
             f"batch and size must be positive; got batch {batch_size!r}, size {input_shape!r}"
         )
     spec = tf.TensorSpec((batch_size, height, width, 3), tf.float32, name="input")

@@ -1,30 +1,31 @@
-"""One (model, backend) measurement: its typed spec, the per-backend runners, the child process.
+"""One (model, runtime) measurement: its typed spec, the job that any runtime runs, the child process.
 
 Each measurement runs in a fresh child process so that its peak memory is its own. This is
 one of the project's two deliberate subprocess boundaries: `run_job_subprocess` writes a
 `JobSpec` as JSON and runs `python -m bench.jobs SPEC.json RESULT.json`, whose `_main` reads
 the spec back, calls `run_job` and writes the outcome as JSON. The child resets the kernel's
 resident-set high-water mark (/proc/self/clear_refs) once the model is loaded and reads VmHWM
-after the timed loop. An onnxruntime child imports only onnxruntime, onnx and numpy; an
-OpenVINO child imports openvino, and onnxruntime after its timed loop, for the parity check.
+after the timed loop. The child opens the model with the runtime the registry names
+(`inference.runtimes`): an onnxruntime child imports only onnxruntime, onnx and numpy; a runtime
+checked against a reference (OpenVINO, TensorRT) imports the reference after its timed loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.timing import (
+from inference.timing import (
     MIN_DURATION_S,
     MIN_ITERS,
     WARMUP_S,
@@ -32,19 +33,18 @@ from bench.timing import (
     loop_overhead_s,
     time_callable,
 )
-from utils.machine import available_cores, current_rss_mb, gpus, peak_rss_mb, reset_peak_rss
-
-BACKENDS = ("tf", "xla", "onnxruntime", "openvino", "tensorrt")
+from utils.errors import BadInput
+from utils.machine import available_cores, current_rss_mb, peak_rss_mb, reset_peak_rss
 
 
 @dataclasses.dataclass
 class JobSpec:
     """What one measurement times and how; it crosses the process boundary as JSON.
 
-    The timing fields default to bench.timing's WARMUP_S, MIN_ITERS and MIN_DURATION_S.
+    The timing fields default to inference.timing's WARMUP_S, MIN_ITERS and MIN_DURATION_S.
     """
 
-    #: One of BACKENDS.
+    #: The runtime: a name of inference.runtimes.RUNTIMES.
     backend: str
     #: Input height, width and batch of the timed call.
     height: int
@@ -54,9 +54,9 @@ class JobSpec:
     model: str = "job"
     #: Builder options (e.g. backbone).
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: fp32, fp16 or bf16.
+    #: One of inference.runtimes.PRECISIONS.
     precision: str = "fp32"
-    #: The exported model (onnxruntime, openvino and tensorrt).
+    #: The exported model (the runtimes that open an ONNX file or an engine built from one).
     onnx_path: str | None = None
     #: nhwc or nchw: the layout of the ONNX file's input.
     layout: str = "nhwc"
@@ -69,7 +69,7 @@ class JobSpec:
     #: this process may use).
     threads: int | None = None
     #: onnxruntime execution providers to ask for (None: CUDA when installed, then CPU); the
-    #: job fails when the session runs on fewer than it asked for.
+    #: job fails when the session runs on fewer than it asked for. Only for onnxruntime.
     providers: list[str] | None = None
     #: Run onnxruntime's profiler for `profile_iters` more calls after the timed loop.
     profile: bool = False
@@ -194,290 +194,138 @@ def _profile_summary(path: str, top: int = 12) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- backends
+# --------------------------------------------------------------------------- the job
 
 
-def _onnxruntime_profile(
-    spec: JobSpec, threads: int, providers: list[str], feeds: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """Run onnxruntime's profiler for spec.profile_iters calls and summarise where time goes."""
-    # ONNX libraries only on the paths that run them
-    import onnxruntime as ort
+def _open(spec: JobSpec, x: np.ndarray, workdir: Path) -> tuple[Any, Any]:
+    """(the runtime of the job, the same runtime on a graph that only reads one element of the
+    input: the cost of feeding it), each opened from what the registry says it takes."""
+    from inference import runtimes
 
-    popts = ort.SessionOptions()
-    popts.intra_op_num_threads = threads
-    popts.enable_profiling = True
-    popts.profile_file_prefix = str(Path(spec.result_path or "job").with_suffix("")) + "_ortprof"
-    psess = ort.InferenceSession(spec.onnx_path, popts, providers=providers)
-    for _ in range(int(spec.profile_iters)):
-        psess.run(None, feeds)
-    prof = psess.end_profiling()
-    summary = _profile_summary(prof)
-    Path(prof).unlink(missing_ok=True)
-    return summary
-
-
-def run_onnxruntime(spec: JobSpec) -> dict[str, Any]:
-    """Time an exported ONNX model with onnxruntime (fp32; CUDA provider when installed)."""
-    # ONNX libraries only on the paths that run them
-    import onnxruntime as ort
-
-    start = time.perf_counter()
-    if spec.precision == "bf16":
-        raise ValueError(
-            "the onnxruntime backend runs float32 or float16 exports; for bf16 use "
-            "tensorrt or tf/xla"
-        )
+    source = runtimes.entry(spec.backend).source
     threads = int(spec.threads or available_cores())
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = list(spec.providers or _default_providers(ort.get_available_providers()))
-    sess = ort.InferenceSession(spec.onnx_path, opts, providers=providers)
-    # numpy only: fails the job when onnxruntime fell back from a provider it was asked for
-    from inference.onnx_backend import check_providers
+    options = {"providers": list(spec.providers)} if spec.providers is not None else {}
+    if source == "keras":
+        # TensorFlow and Keras in this child only: an onnxruntime child stays light
+        import keras
 
-    ran_on = check_providers(sess, providers)
-    name = sess.get_inputs()[0].name
-    x = _input_array(int(spec.batch_size), int(spec.height), int(spec.width))
-    if spec.layout.lower() == "nchw":
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    feeds = {name: x}
-    feed_sess = ort.InferenceSession(_slice_onnx(x.shape), opts, providers=providers)
-    setup_peak = peak_rss_mb()
-    reset = reset_peak_rss()
-    baseline = current_rss_mb()
+        from inference.runtimes.tf_runtime import POLICIES
+        from models import build_model
 
-    def call() -> None:
-        sess.run(None, feeds)
-
-    result = time_callable(call, **spec.timing_args(start))
-    peak = peak_rss_mb()
-    feed = time_callable(
-        lambda: feed_sess.run(None, {"input": x}), warmup_s=0.05, min_iters=20, min_duration_s=0.2
-    )
-    extra = {
-        "providers": ran_on,
-        "runtime_version": ort.__version__,
-        "threads": threads,
-        "peak_rss_mb": peak,
-        "baseline_rss_mb": baseline,
-        "setup_peak_rss_mb": setup_peak,
-        "peak_rss_reset": reset,
-    }
-    if spec.profile:
-        extra["profile"] = _onnxruntime_profile(spec, threads, providers, feeds)
-    return _finish(result, spec, float(np.median(feed.times_s)), loop_overhead_s(), extra)
-
-
-def _default_providers(available: list[str]) -> list[str]:
-    """CUDA when this onnxruntime build offers it, then the CPU."""
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-def _onnxruntime_reference(spec: JobSpec, x: np.ndarray, threads: int) -> np.ndarray:
-    """onnxruntime's CPU output on the NHWC input `x` (the parity reference of other runtimes)."""
-    # ONNX libraries only on the paths that run them
-    import onnxruntime as ort
-
-    from inference.onnx_backend import check_providers, run_onnx
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    cpu = ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(spec.onnx_path, opts, providers=cpu)
-    check_providers(sess, cpu)
-    return run_onnx(sess, x)
-
-
-def run_openvino(spec: JobSpec) -> dict[str, Any]:
-    """Time an exported ONNX file with OpenVINO (latency hint, float32), check it against
-    onnxruntime on the same input."""
-    # numpy only at import; openvino is imported when the model is compiled
-    from inference.openvino_backend import compare_outputs, openvino_model, run_openvino
-
-    start = time.perf_counter()
-    if spec.precision != "fp32":
-        raise ValueError(
-            f"the openvino backend runs float32 exports (INFERENCE_PRECISION_HINT f32); got "
-            f"precision {spec.precision!r}: use fp32"
+        keras.mixed_precision.set_global_policy(POLICIES[spec.precision])
+        model = build_model(spec.model, (int(spec.height), int(spec.width), 3), **spec.options)
+        inputs = keras.Input(x.shape[1:], batch_size=len(x))
+        probe = keras.Model(inputs, inputs[:, :1, :1, :1])
+        return (
+            runtimes.open_runtime(spec.backend, model, threads, spec.precision),
+            runtimes.open_runtime(spec.backend, probe, threads, spec.precision),
         )
-    threads = int(spec.threads or available_cores())
-    model = openvino_model(spec.onnx_path, threads=threads)
-    x = _input_array(int(spec.batch_size), int(spec.height), int(spec.width))
-    feed_x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if model.nchw else x
-    request, output = model.request, model.compiled.outputs[0]
-    slice_path = Path(str(Path(spec.result_path or "job").with_suffix("")) + "_feed.onnx")
-    slice_path.write_bytes(_slice_onnx(feed_x.shape))
-    feed_model = openvino_model(slice_path, threads=threads)
-    slice_path.unlink(missing_ok=True)
-    setup_peak = peak_rss_mb()
-    reset = reset_peak_rss()
-    baseline = current_rss_mb()
+    probe_onnx = workdir / f"{Path(spec.result_path or 'job').stem}_feed.onnx"
+    probe_onnx.write_bytes(_slice_onnx(x.shape))
+    model_file, probe_file, extra = Path(str(spec.onnx_path)), probe_onnx, {}
+    if source == "engine":
+        # deploy builds an engine from the ONNX file for this GPU and TensorRT version
+        from deploy.graph import summarize_onnx
+        from deploy.tensorrt import build_engine
 
-    def call() -> None:
-        request.infer({0: feed_x})[output]
-
-    result = time_callable(call, **spec.timing_args(start))
-    peak = peak_rss_mb()
-    feed = time_callable(
-        lambda: feed_model.request.infer({0: feed_x}),
-        warmup_s=0.05,
-        min_iters=20,
-        min_duration_s=0.2,
+        model_file = build_engine(spec.onnx_path, workdir / "job.engine", spec.precision).path
+        probe_file = build_engine(probe_onnx, workdir / "feed.engine", "fp32").path
+        extra = {"batch": int(spec.batch_size), "metadata": summarize_onnx(spec.onnx_path).metadata}
+    runtime = runtimes.open_runtime(
+        spec.backend, model_file, threads, spec.precision, **options, **extra
     )
-    # Parity on the timed input, through run_openvino (the contract predict/evaluate use).
-    parity = compare_outputs(run_openvino(model, x), _onnxruntime_reference(spec, x, threads))
-    extra = {
-        "providers": model.devices,
-        "device": ",".join(model.devices),
-        "policy": f"INFERENCE_PRECISION_HINT {model.inference_precision}",
-        "runtime_version": importlib.metadata.version("openvino"),
-        "threads": model.threads,
-        "peak_rss_mb": peak,
-        "baseline_rss_mb": baseline,
-        "setup_peak_rss_mb": setup_peak,
-        "peak_rss_reset": reset,
-        "parity_reference": "onnxruntime CPUExecutionProvider",
+    probe = runtimes.open_runtime(
+        spec.backend, probe_file, threads, None if source == "engine" else "fp32", **options,
+        **({"batch": int(spec.batch_size)} if source == "engine" else {}),
+    )  # fmt: skip
+    return runtime, probe
+
+
+def _parity(spec: JobSpec, runtime: Any, x: np.ndarray) -> dict[str, Any]:
+    """The runtime's output on the timed input against its reference runtime's (onnxruntime on
+    the CPU), for the parent to judge by the parity rule; {} for a reference runtime."""
+    from inference import runtimes
+    from inference.parity import compare
+
+    reference = runtimes.entry(spec.backend).reference
+    if reference is None:
+        return {}
+    threads = int(spec.threads or available_cores())
+    expected = runtimes.open_runtime(
+        reference, spec.onnx_path, threads, providers=["CPUExecutionProvider"]
+    ).run(x)
+    parity = compare(runtime.run(x), expected)
+    return {
+        "parity_reference": f"{runtimes.title(reference)} CPUExecutionProvider",
         "parity_max_abs_diff": parity.max_abs_diff,
         "parity_agreement": parity.agreement,
         "parity_logit_scale": parity.logit_scale,
-        "parity_precision": model.metadata.get("precision", "float32"),
+        "parity_precision": runtime.precision,
     }
-    return _finish(result, spec, float(np.median(feed.times_s)), loop_overhead_s(), extra)
 
 
-def run_tensorflow(spec: JobSpec) -> dict[str, Any]:
-    """Build the model in this process and time it as a TF graph, with XLA when asked."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _parts(result: TimingResult) -> dict[str, Any]:
+    """A TensorRT job's parts (copy in, GPU compute, copy out) in milliseconds: the compute
+    statistics apart from the copies, as trtexec reports its GPU Compute Time."""
+    if not result.parts_s:
+        return {}
+    parts = np.asarray(result.parts_s, np.float64) * 1e3
+    return {
+        "compute_median_ms": float(np.median(parts[:, 1])),
+        "compute_p90_ms": float(np.percentile(parts[:, 1], 90)),
+        "copy_in_ms": float(np.median(parts[:, 0])),
+        "copy_out_ms": float(np.median(parts[:, 2])),
+    }
+
+
+def run_job(spec: JobSpec, workdir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run one measurement described by `spec` in this process; returns its JSON outcome.
+
+    Opens the model with the runtime the registry names (`inference.runtimes`), times its call
+    on one batch of generated images with the timing loop (`inference.timing`), the memory of
+    the timed calls alone, the cost of feeding the input, and, for a runtime checked against a
+    reference, the parity figures on the timed input.
+    """
+    from inference import runtimes
+
     start = time.perf_counter()
-    # TensorFlow is imported here, in the tf/xla child only: an onnxruntime child stays light.
-    import keras
-    import tensorflow as tf
-
-    # models imports Keras: only on the paths that build one
-    from models import build_model
-
-    policy = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}[spec.precision]
-    keras.mixed_precision.set_global_policy(policy)
-    model = build_model(spec.model, (int(spec.height), int(spec.width), 3), **spec.options)
-    xla = spec.backend == "xla"
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=xla)
-    feed_fn = tf.function(lambda x: x[:1, :1, :1, :1], jit_compile=xla)
-    x = tf.constant(_input_array(int(spec.batch_size), int(spec.height), int(spec.width)))
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    sync = tf.test.experimental.sync_devices if has_gpu else None
-
-    def call() -> None:
-        forward(x)
-        if sync is not None:
-            sync()
-
-    def feed_call() -> None:
-        feed_fn(x)
-        if sync is not None:
-            sync()
-
+    why = runtimes.available(spec.backend)
+    if why is not None:
+        raise BadInput(f"runtime {spec.backend} cannot run here: {why}")
+    workdir = Path(workdir or Path(spec.result_path or ".").parent)
+    x = _input_array(int(spec.batch_size), int(spec.height), int(spec.width))
+    runtime, probe = _open(spec, x, workdir)
+    call, probe_call = runtime.bind(x), probe.bind(x)
     setup_peak = peak_rss_mb()
     reset = reset_peak_rss()
     baseline = current_rss_mb()
     result = time_callable(call, **spec.timing_args(start))
     peak = peak_rss_mb()
-    feed = time_callable(feed_call, warmup_s=0.05, min_iters=20, min_duration_s=0.2)
+    feed = time_callable(probe_call, warmup_s=0.05, min_iters=20, min_duration_s=0.2)
+    described = runtime.describe()
     extra = {
-        "device": "GPU" if has_gpu else "CPU",
-        "policy": policy,
+        "providers": described["providers"],
+        "runtime_version": described["runtime_version"],
+        "threads": described["threads"],
+        "device": described.get("device") or ",".join(described["providers"]),
+        "policy": described.get("policy"),
         "peak_rss_mb": peak,
         "baseline_rss_mb": baseline,
         "setup_peak_rss_mb": setup_peak,
         "peak_rss_reset": reset,
+        **_parts(result),
+        **_parity(spec, runtime, x),
     }
-    return _finish(result, spec, float(np.median(feed.times_s)), loop_overhead_s(), extra)
-
-
-def _find_trtexec() -> str | None:
-    """Path of trtexec (the deploy package's finder)."""
-    # Imported here: deploy.tensorrt loads the ONNX graph helpers, which only TensorRT needs.
-    from deploy.tensorrt import find_trtexec
-
-    return find_trtexec()
-
-
-def trtexec_timing_command(spec: JobSpec, times_path: str) -> list[str]:
-    """The trtexec command line that times a job (trtexec does its own warm-up and timing).
-
-    Not deploy's trtexec_command, which builds and saves an engine for deployment.
-    """
-    cmd = [
-        _find_trtexec() or "trtexec",
-        f"--onnx={spec.onnx_path}",
-        f"--warmUp={int(1000 * float(spec.warmup_s))}",
-        f"--duration={max(1, round(float(spec.min_duration_s)))}",
-        f"--iterations={int(spec.min_iters)}",
-        "--avgRuns=1",
-        f"--exportTimes={times_path}",
-    ]
-    if spec.precision == "fp16":
-        cmd.append("--fp16")
-    elif spec.precision == "bf16":
-        cmd.append("--bf16")
-    return cmd
-
-
-def tensorrt_available() -> str | None:
-    """Why TensorRT cannot run here, or None when trtexec and a GPU are present."""
-    if _find_trtexec() is None:
-        return "trtexec not found (install TensorRT; on a Jetson it is /usr/src/tensorrt/bin)"
-    if not gpus() and not Path("/etc/nv_tegra_release").exists():
-        return "no NVIDIA GPU found"
-    return None
-
-
-def run_tensorrt(spec: JobSpec) -> dict[str, Any]:
-    """Build a TensorRT engine from the ONNX file and time it with trtexec."""
-    why = tensorrt_available()
-    if why is not None:
-        raise RuntimeError(f"TensorRT unavailable: {why}")
-    times_path = str(Path(spec.result_path or "job").with_suffix("")) + "_trt_times.json"
-    cmd = trtexec_timing_command(spec, times_path)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
-        raise RuntimeError(f"trtexec failed ({proc.returncode}): {' | '.join(tail)}")
-    records = json.loads(Path(times_path).read_text())
-    Path(times_path).unlink(missing_ok=True)
-    # latencyMs: host-to-device copy + compute + device-to-host copy of one inference.
-    times = [float(r["latencyMs"]) / 1e3 for r in records]
-    result = TimingResult(
-        times_s=times,
-        warmup_iters=0,
-        warmup_s=float(spec.warmup_s),
-        budget_limited=False,
-        min_iters=int(spec.min_iters),
-        min_duration_s=float(spec.min_duration_s),
-    )
-    extra = {
-        "trtexec": " ".join(cmd),
-        "peak_rss_mb": None,
-        "note": "trtexec latencyMs (H2D + compute + D2H); its own timing loop",
-    }
-    return _finish(result, spec, 0.0, 0.0, extra)
+    if spec.profile and runtimes.entry(spec.backend).profiler:
+        prefix = str(workdir / f"{Path(spec.result_path or 'job').stem}_ortprof")
+        profile = runtime.profile(x, int(spec.profile_iters), prefix)
+        extra["profile"] = _profile_summary(profile)
+        Path(profile).unlink(missing_ok=True)
+    feed_s = float(np.median(feed.times_s))
+    return _finish(result, spec, feed_s, loop_overhead_s(), extra)
 
 
 # --------------------------------------------------------------------------- one job per process
-
-
-def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Run one measurement described by `spec` in this process; returns its JSON outcome."""
-    if spec.backend == "onnxruntime":
-        return run_onnxruntime(spec)
-    if spec.backend == "openvino":
-        return run_openvino(spec)
-    if spec.backend in ("tf", "xla"):
-        return run_tensorflow(spec)
-    if spec.backend == "tensorrt":
-        return run_tensorrt(spec)
-    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {spec.backend!r}")
 
 
 def run_job_subprocess(
@@ -533,8 +381,11 @@ def _main(argv: list[str]) -> int:
         return 2
     try:
         outcome = run_job(JobSpec.from_dict(json.loads(Path(argv[0]).read_text())))
-    except Exception as exc:  # reported in the table rather than crashing the whole run
-        outcome = {"status": f"error: {type(exc).__name__}: {exc}"}
+    except BadInput as exc:  # what the user can fix, in the row's status
+        outcome = {"status": f"error: {exc}"}
+    except Exception as exc:  # a bug: its traceback on stderr, its type and message in the row
+        traceback.print_exc()
+        outcome = {"status": f"error (a bug, traceback in the log): {type(exc).__name__}: {exc}"}
     tmp = Path(argv[1] + ".tmp")
     tmp.write_text(json.dumps(outcome))
     os.replace(tmp, argv[1])

@@ -21,11 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.jobs import JobSpec, run_job_subprocess, tensorrt_available
+from bench.jobs import JobSpec, run_job_subprocess
 from bench.report import write_reports
 from bench.roofline import roofline
 from bench.rows import CPU_RUNTIMES, Row, job_rows, spec_label
-from bench.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S, copy_bandwidth, dense_peak
+from bench.timing import copy_bandwidth, dense_peak
+from inference import runtimes
+from inference.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S
+from utils.errors import BadInput
 from utils.io import check_writable_dir
 from utils.machine import machine_info
 
@@ -59,11 +62,16 @@ CONVENTIONS = (
 )
 
 
-#: The CPU table's backends when none are asked for: onnxruntime and OpenVINO side by side
-#: (OpenVINO only where it is installed; run_inference says when it is not).
-DEFAULT_BACKENDS = ("onnxruntime", "openvino")
-#: Backends that run the exported ONNX file.
-ONNX_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+#: The backends when none are asked for: the CPU runtimes of the exported file side by side
+#: (onnxruntime and OpenVINO; those not installed are left out, and run_inference says so).
+DEFAULT_BACKENDS = tuple(
+    n for n, e in runtimes.RUNTIMES.items() if e.source == "onnx" and e.cpu
+)
+
+
+def _exported(backend: str) -> bool:
+    """Whether a runtime runs the exported file (directly or as an engine built from it)."""
+    return runtimes.entry(backend).source != "keras"
 
 #: Where benchmark.py writes unless --output-dir says otherwise: ignored by git, so a run never
 #: replaces the committed figures in results/ (regenerated only with --output-dir results).
@@ -81,7 +89,7 @@ class InferenceConfig:
     models: list[tuple[str, dict[str, Any]]] | None = None
     sizes: list[tuple[int, int]] = dataclasses.field(default_factory=lambda: [REFERENCE_SIZE])
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [1])
-    #: Some of bench.jobs.BACKENDS; None: DEFAULT_BACKENDS (resolve_backends).
+    #: Some of inference.runtimes.RUNTIME_NAMES; None: DEFAULT_BACKENDS (resolve_backends).
     backends: list[str] | None = None
     precision: str = "fp32"
     #: Seconds for the whole run, split evenly over the jobs still to run.
@@ -175,17 +183,19 @@ def export_onnx_file(
     batch: int,
     height: int,
     width: int,
-    fp16: bool = False,
+    precision: str = "fp32",
     nchw: bool = False,
 ) -> str:
     """Export a Keras model to ONNX at a fixed input shape; returns how it was converted."""
     # The exporter imports onnx (TensorFlow and tf2onnx as it runs): only phase 1 needs it.
     from deploy.export import export_onnx
 
-    export_onnx(model, path, input_size=(height, width), batch=batch, fp16=fp16, nchw=nchw)
+    export_onnx(
+        model, path, input_size=(height, width), batch=batch, precision=precision, nchw=nchw
+    )
     return (
         f"{export_onnx.__module__}.export_onnx (frozen graph, tf2onnx opset 17)"
-        + (", float16" if fp16 else "")
+        + (f", {runtimes.FILE_PRECISIONS[precision]}" if precision != "fp32" else "")
         + (", NCHW" if nchw else "")
     )
 
@@ -197,7 +207,7 @@ def _prepare_group(
     batch: int,
     rows: list[Row],
     onnx_path: Path | None,
-    fp16: bool,
+    precision: str,
     nchw: bool = False,
 ) -> None:
     """Build one model (float32) in this process: count parameters and compute, export ONNX."""
@@ -218,14 +228,16 @@ def _prepare_group(
             row.gmacs, row.gflops = compute.gmacs / batch, compute.gflops / batch
         if onnx_path is not None:
             t0 = time.monotonic()
-            how = export_onnx_file(model, onnx_path, batch, size[0], size[1], fp16=fp16, nchw=nchw)
+            how = export_onnx_file(
+                model, onnx_path, batch, size[0], size[1], precision=precision, nchw=nchw
+            )
             for row in rows:
-                if row.backend in ONNX_BACKENDS:
+                if _exported(row.backend):
                     row.export, row.export_s = how, time.monotonic() - t0
             _describe_export(onnx_path, rows)
-        if any(row.backend == "openvino" for row in rows):
-            # deploy's parity rule: only a run with OpenVINO rows needs it (it imports onnx)
-            from deploy.checks import jumps_at_pooling_ties
+        if any(runtimes.entry(row.backend).reference for row in rows):
+            # the parity rule's tie case: only rows checked against a reference need it
+            from models.trained import jumps_at_pooling_ties
 
             ties = jumps_at_pooling_ties(model)
             for row in rows:
@@ -269,7 +281,7 @@ def build_jobs(
         for size in config.sizes
         for batch in config.batch_sizes
     ]
-    needs_onnx = any(b in ONNX_BACKENDS for b in config.backends)
+    needs_onnx = any(_exported(b) for b in config.backends)
     jobs: list[tuple[Row, Path | None]] = []
     for i, (name, opts, size, batch) in enumerate(groups):
         if progress is not None:
@@ -286,7 +298,7 @@ def build_jobs(
             batch,
             rows,
             onnx_path,
-            fp16=config.precision == "fp16",
+            precision=config.precision if config.precision in runtimes.FILE_PRECISIONS else "fp32",
             nchw=config.onnx_layout == "nchw",
         )
         jobs.extend((row, onnx_path) for row in rows)
@@ -320,10 +332,11 @@ def _job_spec(config: InferenceConfig, row: Row, onnx_path: Path | None, slot: f
 
 
 def _needs_profile(config: InferenceConfig, row: Row, peaks_during: list[float]) -> bool:
-    """--profile auto: an onnxruntime row below half the dense peak seen so far."""
+    """--profile auto: a row of a runtime with a profiler (onnxruntime) below half the dense
+    peak seen so far."""
     return (
         config.profile == "auto"
-        and row.backend == "onnxruntime"
+        and runtimes.entry(row.backend).profiler
         and row.ok
         and not row.profile
         and row.gflops * row.batch / (row.median_ms / 1e3) < 0.5 * max(peaks_during)
@@ -335,16 +348,12 @@ def time_jobs(
     jobs: list[tuple[Row, Path | None]],
     workdir: Path,
     deadline: float,
-    trt_missing: str | None,
     progress: Progress | None = None,
 ) -> list[float]:
     """Phase 2: time every pending row in its own process; returns the conv peaks seen."""
     peaks_during: list[float] = []
     for k, (row, onnx_path) in enumerate(jobs):
         if row.status != "pending":
-            continue
-        if row.backend == "tensorrt" and trt_missing is not None:
-            row.status = f"skipped: {trt_missing}"
             continue
         before = dense_peak(seconds=1.0, threads=config.threads, backends=("onnxruntime_conv",))[
             "onnxruntime_conv"
@@ -362,7 +371,7 @@ def time_jobs(
             judge_parity(row)
         if _needs_profile(config, row, peaks_during):
             if progress is not None:
-                progress("time", k, len(jobs), f"{row.model} onnxruntime profile")
+                progress("time", k, len(jobs), f"{row.model} {row.backend} profile")
             quick = dataclasses.replace(
                 spec, profile=True, warmup_s=0.0, min_iters=1, min_duration_s=0.0, budget_s=0.0
             )
@@ -373,43 +382,43 @@ def time_jobs(
 
 
 def judge_parity(row: Row) -> None:
-    """Judge a row's parity figures by deploy/checks.py's rule; a row that breaks it fails."""
-    # deploy's parity rule (imports onnx and the model layers): the parent process has them
-    from deploy.checks import parity_thresholds
-    from inference.openvino_backend import Parity
+    """Judge a row's parity figures by the parity rule (inference.parity); a row that breaks
+    it fails."""
+    from inference.parity import Parity
 
-    max_diff, min_agreement = parity_thresholds(
-        row.parity_precision or "float32", float(row.parity_logit_scale or 0.0), bool(row.ties_rule)
+    parity = Parity(
+        row.parity_max_abs_diff, float(row.parity_agreement), float(row.parity_logit_scale or 0.0)
+    ).judge(row.parity_precision or row.precision, bool(row.ties_rule))
+    row.parity_max_diff_allowed, row.parity_min_agreement = (
+        parity.max_diff_allowed,
+        parity.min_agreement,
     )
-    row.parity_max_diff_allowed, row.parity_min_agreement = max_diff, min_agreement
-    parity = Parity(row.parity_max_abs_diff, float(row.parity_agreement), 0.0)
-    errors = parity.errors(max_diff, min_agreement)
-    if errors:
+    if parity.errors:
         row.status = (
             f"error: parity with {row.parity_reference} failed on the timed input: "
-            + "; ".join(errors)
-            + " (deploy/checks.py's rule); its timing is in the JSON, not in the table"
+            + "; ".join(parity.errors)
+            + " (inference/parity.py's rule); its timing is in the JSON, not in the table"
         )
 
 
 def resolve_backends(
     backends: list[str] | None, note: Callable[[str], None] | None = None
 ) -> list[str]:
-    """The backends to run: DEFAULT_BACKENDS when None (OpenVINO dropped, with a note, where it
-    is not installed); ValueError naming the package when openvino is asked for but missing."""
-    # numpy only: the probe imports openvino, nothing else
-    from inference.openvino_backend import openvino_missing
-
-    missing = openvino_missing()
+    """The backends to run: DEFAULT_BACKENDS when None, those this machine lacks left out with
+    a note; BadInput naming what to install when an asked-for one cannot run here."""
     if backends is None:
-        chosen = list(DEFAULT_BACKENDS)
-        if missing is not None:
-            chosen.remove("openvino")
-            if note is not None:
-                note(f"openvino left out of the default backends: {missing}")
+        chosen = []
+        for name in DEFAULT_BACKENDS:
+            missing = runtimes.available(name)
+            if missing is None:
+                chosen.append(name)
+            elif note is not None:
+                note(f"{name} left out of the default backends: {missing}")
         return chosen
-    if "openvino" in backends and missing is not None:
-        raise ValueError(f"--backends openvino: {missing}")
+    for name in backends:
+        missing = runtimes.available(name)
+        if missing is not None:
+            raise BadInput(f"--backends {name}: {missing}")
     return list(backends)
 
 
@@ -427,19 +436,18 @@ def finish_rows(
     """Add achieved GFLOP/s, % of peak, the roofline (bench.roofline: `peak_gflops` and
     `bandwidth_gbs`), speed-up over the TF graph and notes to every row."""
     tf_median = {r.group: r.median_ms for r in rows if r.backend == "tf" and r.ok}
-    cpu_median = {
-        (r.group, r.backend): r.median_ms
-        for r in rows
-        if r.backend in CPU_RUNTIMES and r.ok and not r.on_gpu
-    }
+    cpu_rows: dict[tuple[str, int, int, int], list[Row]] = {}
+    for r in rows:
+        if r.backend in CPU_RUNTIMES and r.ok and not r.on_gpu:
+            cpu_rows.setdefault(r.group, []).append(r)
     for row in rows:
         row.ran_on = row.describe_ran_on()
         if not row.ok:
             row.note = row.status
             continue
-        other = [b for b in CPU_RUNTIMES if b != row.backend]
-        if row.backend in CPU_RUNTIMES and (row.group, other[0]) in cpu_median:
-            ratio = cpu_median[(row.group, other[0])] / cpu_median[(row.group, row.backend)]
+        others = [r.median_ms for r in cpu_rows.get(row.group, []) if r is not row]
+        if row in cpu_rows.get(row.group, []) and others:
+            ratio = min(others) / row.median_ms
             row.speedup_vs_other_cpu_runtime = ratio
             row.fastest_cpu_runtime = ratio >= 1.0
         on_gpu = row.on_gpu
@@ -561,16 +569,13 @@ def run_inference(
         specs = [(name, {}) for name in MODELS]
     check_sizes(specs, config.sizes)
     config = dataclasses.replace(config, backends=resolve_backends(config.backends, note))
-    trt_missing = tensorrt_available() if "tensorrt" in config.backends else None
-    if trt_missing is not None and note is not None:
-        note(f"tensorrt skipped: {trt_missing}")
     load = LoadMeter()
     machine = machine_info()
     peak_start = dense_peak(seconds=2.0, threads=config.threads)
     bandwidth_start = copy_bandwidth(threads=config.threads)
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
         jobs = build_jobs(config, specs, Path(workdir), progress)
-        peaks_during = time_jobs(config, jobs, Path(workdir), deadline, trt_missing, progress)
+        peaks_during = time_jobs(config, jobs, Path(workdir), deadline, progress)
     peak_end = dense_peak(seconds=2.0, threads=config.threads)
     bandwidth_end = copy_bandwidth(threads=config.threads)
     bandwidth = max(bandwidth_start["best_gbs"], bandwidth_end["best_gbs"])

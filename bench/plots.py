@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.rows import BACKEND_NAMES, Row
+from bench.rows import Row
+from inference.runtimes import title as runtime_title
 from utils.io import atomic_path
 
 #: Largest max/min ratio of the plotted values that a linear axis from zero still shows: for
@@ -134,7 +135,7 @@ def plot_latency(rows: list[Row], path: Path, precision: str, machine_text: str)
                 value = f"{row.median_ms:,.0f}" if row.median_ms >= 100 else f"{row.median_ms:.1f}"
                 ax.text(x, y, value, va="center", fontsize=7)
         handles = [
-            Patch(color=colours[i % len(colours)], label=BACKEND_NAMES.get(backend, backend))
+            Patch(color=colours[i % len(colours)], label=runtime_title(backend))
             for i, backend in enumerate(backends)
         ]
         ax.set_ylim(len(models) * step - 1.0, -0.8)  # every slot, a missing bar's too; top down

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.plots import plot_latency, plot_pareto
-from bench.rows import BACKEND_NAMES, CPU_RUNTIMES, CSV_COLUMNS, Row
+from bench.rows import CPU_RUNTIMES, CSV_COLUMNS, Row
+from inference.runtimes import RUNTIMES
+from inference.runtimes import title as runtime_title
 from utils.io import atomic_path, write_json, write_text
 from utils.machine import describe_machine, measured_on
 
@@ -152,7 +154,7 @@ def _timed(fn: Callable[[Row], str]) -> Callable[[Row], str]:
 
 def _backend_cell(row: Row) -> str:
     """The backend's table name, with NCHW when the export takes NCHW input."""
-    return BACKEND_NAMES.get(row.backend, row.backend) + (" NCHW" if row.layout == "NCHW" else "")
+    return runtime_title(row.backend) + (" NCHW" if row.layout == "NCHW" else "")
 
 
 def _trt_cell(row: Row) -> str:
@@ -237,15 +239,15 @@ def column_notes(meta: Mapping[str, Any]) -> dict[str, str]:
     ridge_text = f"{ridge:.1f} FLOP/byte here" if ridge else "peak / bandwidth"
     return {
         "model": "registered model name (models.MODELS), with its builder options when given",
-        "backend": "the runtime: TF graph (tf.function), TF + XLA (jit_compile=True), or "
-        "onnxruntime / OpenVINO / TensorRT running the same exported ONNX file; NCHW when the "
-        f"export takes NCHW input. In the terminal table {FASTER_MARK} marks the faster of "
-        "onnxruntime and OpenVINO for the model",
-        "ran on": "what actually executed the job: onnxruntime's session.get_providers() (a "
-        "job fails when onnxruntime falls back from a provider it asked for), OpenVINO's "
-        "EXECUTION_DEVICES, TensorFlow's device",
-        "precision": "the arithmetic: fp32, fp16 (float16 export or TensorRT/mixed_float16) "
-        "or bf16",
+        "backend": "the runtime (inference/runtimes): "
+        + "; ".join(f"{e.title}: {e.description}" for e in RUNTIMES.values())
+        + f"; NCHW when the export takes NCHW input. In the terminal table {FASTER_MARK} marks "
+        f"the fastest of the CPU runtimes ({_cpu_titles()}) for the model",
+        "ran on": "what actually executed the job, as its runtime reports it: onnxruntime's "
+        "session.get_providers() (a job fails when onnxruntime falls back from a provider it "
+        "asked for), OpenVINO's EXECUTION_DEVICES, TensorFlow's device, TensorRT's GPU",
+        "precision": "the arithmetic: fp32, fp16 (a float16 export; mixed_float16 for the TF "
+        "graph) or bf16 (mixed_bfloat16 for the TF graph)",
         "input": "input height x width in pixels (1024x2048 is Cityscapes' full size)",
         "batch": "images per call",
         "params (M)": "trainable parameters in millions, as papers count them (no batch-norm "
@@ -300,13 +302,20 @@ def column_notes(meta: Mapping[str, Any]) -> dict[str, str]:
         "overhead %": "the harness's own cost per call (timing loop plus feeding: one call of "
         "a graph that reads one element of the same input through the same backend) as a "
         "share of the mean latency",
-        "notes": "budget limits, harness overhead, parity with onnxruntime (OpenVINO rows), "
-        "slow spots and onnxruntime's time by op type where profiled",
+        "notes": "budget limits, harness overhead, parity with the reference runtime (rows of a "
+        "runtime checked against onnxruntime), slow spots and onnxruntime's time by op type "
+        "where profiled",
     }
 
 
+def _cpu_titles() -> str:
+    """The CPU runtimes' table names, in words."""
+    return " and ".join(runtime_title(n) for n in CPU_RUNTIMES)
+
+
 def _cpu_runtime_cell(row: Row) -> str:
-    """'fastest (1.62x)' on the faster of onnxruntime and OpenVINO, '0.62x' on the other."""
+    """'fastest (1.62x)' on the fastest CPU runtime of the model, '0.62x' on the others (the
+    fastest other's median over this row's)."""
     ratio = row.speedup_vs_other_cpu_runtime
     if ratio is None:
         return "-"
@@ -314,38 +323,41 @@ def _cpu_runtime_cell(row: Row) -> str:
 
 
 def _cpu_runtime_lines(rows: list[Row]) -> list[str]:
-    """The section that sets onnxruntime and OpenVINO side by side, model by model."""
-    pairs: dict[tuple, dict[str, Row]] = {}
+    """The section that sets the CPU runtimes of the same ONNX file side by side, model by
+    model."""
+    groups: dict[tuple, dict[str, Row]] = {}
     for r in rows:
         if r.backend in CPU_RUNTIMES and r.speedup_vs_other_cpu_runtime is not None:
-            pairs.setdefault(r.group, {})[r.backend] = r
-    if not pairs:
+            groups.setdefault(r.group, {})[r.backend] = r
+    present = [n for n in CPU_RUNTIMES if any(n in g for g in groups.values())]
+    if len(present) < 2:
         return []
+    names = [runtime_title(n) for n in present]
     lines = [
-        "## CPU runtimes: onnxruntime and OpenVINO on the same ONNX file",
+        f"## CPU runtimes: {' and '.join(names)} on the same ONNX file",
         "",
-        "Median latency of each; the ratio is onnxruntime's over OpenVINO's (> 1: OpenVINO is "
-        "faster). The machine's speed just before each job (1-second convolution, GFLOP/s) "
-        "shows when other processes slowed one of the two.",
+        "Median latency of each, and the fastest; the ratio is the slowest median over the "
+        "fastest. The machine's speed just before each job (1-second convolution, GFLOP/s) "
+        "shows when other processes slowed one of them.",
         "",
     ]
-    header = ["model", "input", "onnxruntime ms", "OpenVINO ms", "ratio", "faster",
-              "conv GFLOP/s before (ORT / OV)"]  # fmt: skip
+    header = ["model", "input", *(f"{n} ms" for n in names), "ratio", "fastest",
+              f"conv GFLOP/s before ({' / '.join(names)})"]  # fmt: skip
     cells = []
-    for (model, h, w, _), pair in pairs.items():
-        ort, ov = pair.get("onnxruntime"), pair.get("openvino")
-        if ort is None or ov is None:
+    for (model, h, w, _), group in groups.items():
+        timed = [group.get(n) for n in present]
+        if any(r is None for r in timed):
             continue
-        ratio = ort.median_ms / ov.median_ms
+        fastest = min(timed, key=lambda r: r.median_ms)
+        slowest = max(timed, key=lambda r: r.median_ms)
         cells.append(
             [
                 model,
                 f"{h}x{w}",
-                fmt(ort.median_ms),
-                fmt(ov.median_ms),
-                f"{ratio:.2f}",
-                "OpenVINO" if ratio >= 1.0 else "onnxruntime",
-                f"{fmt(ort.conv_gflops_before, 0)} / {fmt(ov.conv_gflops_before, 0)}",
+                *(fmt(r.median_ms) for r in timed),
+                f"{slowest.median_ms / fastest.median_ms:.2f}",
+                runtime_title(fastest.backend),
+                " / ".join(fmt(r.conv_gflops_before, 0) for r in timed),
             ]
         )
     return [*lines, markdown_table(header, cells), ""]
@@ -429,7 +441,7 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
     ps, pe = meta["peak_start"], meta["peak_end"]
     during = meta.get("peak_during_gflops") or []
     versions = {
-        BACKEND_NAMES.get(r.backend, r.backend): r.runtime_version
+        runtime_title(r.backend): r.runtime_version
         for r in rows
         if r.runtime_version
     }
@@ -492,7 +504,7 @@ def text_summary(report: Mapping[str, Any], paths_stem: Path) -> str:
     lines += ["", compact_table(rows), ""]
     marks = []
     if any(r.fastest_cpu_runtime for r in rows):
-        marks.append(f"{FASTER_MARK} the faster of onnxruntime and OpenVINO for the model")
+        marks.append(f"{FASTER_MARK} the fastest of {_cpu_titles()} for the model")
     if any(r.ok and r.budget_limited for r in rows):
         marks.append(f"{BUDGET_MARK} budget-limited (fewer calls than the timing rule wants)")
     marks.append("img/s from the median")

@@ -14,17 +14,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-#: How the tables name each backend.
-BACKEND_NAMES = {
-    "tf": "TF graph",
-    "xla": "TF + XLA",
-    "onnxruntime": "onnxruntime",
-    "openvino": "OpenVINO",
-    "tensorrt": "TensorRT",
-}
+from inference.runtimes import RUNTIMES
 
-#: The CPU runtimes of one ONNX file that the default table sets side by side.
-CPU_RUNTIMES = ("onnxruntime", "openvino")
+#: The CPU runtimes of one ONNX file that the tables set side by side (from the registry).
+CPU_RUNTIMES = tuple(n for n, e in RUNTIMES.items() if e.source == "onnx" and e.cpu)
 
 
 def spec_label(name: str, options: Mapping[str, Any]) -> str:
@@ -88,7 +81,8 @@ class Row:
     loop_overhead_ms: float | None = None
     overhead_pct: float | None = None
     times_ms: list[float] | None = None
-    #: What actually ran: onnxruntime's session.get_providers(), OpenVINO's EXECUTION_DEVICES.
+    #: What actually ran: onnxruntime's session.get_providers(), OpenVINO's EXECUTION_DEVICES,
+    #: the GPU of a TensorRT engine (the runtime's ran_on()).
     providers: list[str] | None = None
     #: The runtime's version (onnxruntime, openvino).
     runtime_version: str | None = None
@@ -97,14 +91,20 @@ class Row:
     baseline_rss_mb: float | None = None
     setup_peak_rss_mb: float | None = None
     peak_rss_reset: bool | None = None
-    #: tf/xla: the device and Keras policy; openvino: its devices and inference precision;
-    #: tensorrt: the trtexec command.
+    #: The device(s) that ran it and the runtime's precision setting (Keras policy, OpenVINO's
+    #: inference precision).
     device: str | None = None
     policy: str | None = None
-    trtexec: str | None = None
+    #: Runtimes that time the parts of a call (TensorRT, CUDA events): median and p90 GPU
+    #: compute milliseconds, and the median copies in and out.
+    compute_median_ms: float | None = None
+    compute_p90_ms: float | None = None
+    copy_in_ms: float | None = None
+    copy_out_ms: float | None = None
     #: onnxruntime's profile summary (by op type, top nodes), when profiled.
     profile: dict[str, Any] | None = None
-    #: openvino: its outputs against the reference runtime's on the timed input.
+    #: A runtime checked against a reference (OpenVINO, TensorRT): its outputs against the
+    #: reference runtime's on the timed input.
     parity_reference: str | None = None
     parity_max_abs_diff: float | None = None
     parity_agreement: float | None = None
@@ -120,10 +120,10 @@ class Row:
     pct_of_peak: float | None = None
     pct_of_matmul_peak: float | None = None
     speedup_vs_tf: float | None = None
-    #: Median latency of the other CPU runtime of the group (onnxruntime against OpenVINO)
-    #: over this row's: > 1 means this row is faster.
+    #: The fastest median latency of the other CPU runtimes of the group over this row's:
+    #: > 1 means this row is faster than each of them.
     speedup_vs_other_cpu_runtime: float | None = None
-    #: Whether this row is the faster CPU runtime of its group (None: no pair to compare).
+    #: Whether this row is the fastest CPU runtime of its group (None: nothing to compare).
     fastest_cpu_runtime: bool | None = None
     #: describe_ran_on(): what actually ran (the table's "ran on" column).
     ran_on: str | None = None
@@ -155,7 +155,7 @@ class Row:
         """Whether the job ran on a GPU (% of the CPU's peak is then meaningless)."""
         return bool(
             str(self.device or "").startswith("GPU")
-            or self.backend == "tensorrt"
+            or (self.backend in RUNTIMES and not RUNTIMES[self.backend].cpu)
             or "CUDAExecutionProvider" in (self.providers or [])
         )
 
@@ -164,8 +164,6 @@ class Row:
         devices, the TF device; None when the job did not say."""
         if self.providers:
             return ",".join(p.removesuffix("ExecutionProvider") for p in self.providers)
-        if self.backend == "tensorrt" and self.ok:
-            return "TensorRT (trtexec)"
         return self.device
 
     @property
@@ -217,6 +215,9 @@ CSV_COLUMNS = (
     "min_ms",
     "max_ms",
     "std_ms",
+    "compute_median_ms",
+    "copy_in_ms",
+    "copy_out_ms",
     "images_per_s",
     "achieved_gflops_per_s",
     "pct_of_matmul_peak",
@@ -279,7 +280,7 @@ def job_rows(
             height=size[0],
             width=size[1],
             batch=batch,
-            layout="NHWC" if b in ("tf", "xla") else layout.upper(),
+            layout="NHWC" if RUNTIMES[b].source == "keras" else layout.upper(),
         )
         for b in backends
     ]

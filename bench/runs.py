@@ -15,6 +15,7 @@ from typing import Any
 from bench.latency import LoadMeter, base_meta
 from bench.report import machine_lines, write_summary
 from bench.rows import spec_label
+from utils.errors import BadInput
 from utils.io import check_writable_dir, write_text
 
 DATA_NOTES = """
@@ -84,7 +85,7 @@ def run_train(
                 )
             )
             row.setdefault("status", "ok")
-        except (ValueError, OSError) as exc:  # e.g. --xla with --mixed-precision on a CPU
+        except BadInput as exc:  # e.g. --xla with --mixed-precision on a CPU
             row["status"] = f"error: {exc}"
         rows.append(row)
     meta = base_meta(command, t_start, load)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import shlex
 import subprocess
@@ -36,6 +35,7 @@ from typing import Any
 from bench.plots import pareto_front, plot_pareto
 from bench.report import fmt, markdown_table, text_table, write_csv
 from bench.rows import spec_label
+from inference import runtimes
 from utils.io import write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,13 +199,14 @@ def time_command(config: StudyConfig, model: Model) -> list[str]:
 
 
 def default_backends() -> list[str]:
-    """The CPU runtimes, and TensorRT where its Python package is installed (a GPU node)."""
-    backends = ["onnxruntime"]
-    if importlib.util.find_spec("openvino") is not None:
-        backends.append("openvino")
-    if importlib.util.find_spec("tensorrt") is not None:
-        backends.append("tensorrt")
-    return backends
+    """Every runtime of the exported file that can run on this machine (the registry's
+    `available`): the CPU runtimes, and TensorRT where its Python package, CuPy and an NVIDIA
+    GPU are present."""
+    return [
+        name
+        for name, e in runtimes.RUNTIMES.items()
+        if e.source != "keras" and runtimes.available(name) is None
+    ]
 
 
 def _onnx_path(model: Model) -> Path:

@@ -15,6 +15,7 @@ import tensorflow as tf
 from models import get_info
 from training.config import TrainConfig
 from training.setup import build_setup
+from utils.errors import BadInput
 from utils.machine import peak_rss_mb
 
 __all__ = ["measure_train_throughput"]
@@ -48,7 +49,7 @@ def measure_train_throughput(
         memory_kind, the device, precision policy and the settings.
     """
     if batch_size < 1 or steps < 1 or warmup_steps < 0:
-        raise ValueError(
+        raise BadInput(
             f"batch size and steps must be >= 1 and warm-up >= 0, got "
             f"{batch_size!r}, {steps!r}, {warmup_steps!r}"
         )

@@ -24,6 +24,7 @@ import numpy as np
 
 from datasets.options import add_dataset_args, dataset_root
 from utils.cli import guard, make_parser
+from utils.errors import BadInput
 from utils.io import read_png
 from utils.labels import (
     CLASS_NAMES,
@@ -51,7 +52,7 @@ _IDS_CONTIGUOUS = bool(VALID_LABEL_IDS[: MAX_LABEL_ID + 1].all())
 _FIX = "re-extract it from the data set's archive or replace it"
 
 
-class BadFileError(ValueError):
+class BadFileError(BadInput):
     """A data file that cannot be used: missing, unreadable, corrupt, truncated or of the wrong
     content. `path` names it; the message names it too, with the fix."""
 
@@ -63,7 +64,7 @@ class BadFileError(ValueError):
         return type(self), (str(self), self.path)
 
 
-def skip_bad_hint(error: ValueError) -> ValueError:
+def skip_bad_hint(error: BadInput) -> BadInput:
     """`error` with ", or pass --skip-bad to skip bad files" added when it is a BadFileError: what
     a command that has --skip-bad says (the library's messages name only the file's own fix)."""
     if not isinstance(error, BadFileError) or "--skip-bad" in str(error):
@@ -91,19 +92,19 @@ def _pairs(root: Path, split: str, kind: str) -> list[Sample]:
     """Match leftImg8bit/split images with kind/split annotations by CITY_SEQ_FRAME."""
     image_dir, label_dir = root / "leftImg8bit" / split, root / kind / split
     if not image_dir.is_dir():
-        raise ValueError(
+        raise BadInput(
             f"split folder {str(image_dir)!r} does not exist; check the split name "
             f"({', '.join(SPLITS)}) and the dataset root"
         )
     if not label_dir.is_dir():
-        raise ValueError(
+        raise BadInput(
             f"annotation folder {str(label_dir)!r} does not exist; download and "
             f"unpack {kind} into the dataset root"
         )
     suffix = "_leftImg8bit.png"
     images = {p.name[: -len(suffix)]: p for p in image_dir.glob(f"*/*{suffix}")}
     if not images:
-        raise ValueError(
+        raise BadInput(
             f"split folder {str(image_dir)!r} holds no *{suffix} files; "
             "is the dataset unpacked completely?"
         )
@@ -117,13 +118,13 @@ def _pairs(root: Path, split: str, kind: str) -> list[Sample]:
             target[p.name[: p.name.index(f"_{kind}_")]] = p
     names_with_labels = set(labels) | set(train_id_files)
     for name in sorted(set(images) - names_with_labels):
-        raise ValueError(
+        raise BadInput(
             f"image {str(images[name])!r} has no label file "
             f"{name}_{kind}_labelIds.png in {str(label_dir)!r}"
         )
     for name in sorted(names_with_labels - set(images)):
         label = train_id_files.get(name) or labels[name]
-        raise ValueError(f"label {str(label)!r} has no image {name}{suffix} in {str(image_dir)!r}")
+        raise BadInput(f"label {str(label)!r} has no image {name}{suffix} in {str(image_dir)!r}")
     samples = []
     for name in sorted(images):
         label = train_id_files.get(name) or labels[name]
@@ -150,12 +151,12 @@ def find_samples(
         split: train, val or test (fine annotations) or train_extra (coarse).
         coarse: add the coarse train_extra images (the seed's ``-c``); only for split train.
 
-    Raises ValueError naming the folder or file for a missing split, an empty split, an image
+    Raises BadInput naming the folder or file for a missing split, an empty split, an image
     without its label and a label without its image.
     """
     root = Path(root)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise BadInput(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     kind = "gtCoarse" if split == "train_extra" else "gtFine"
     samples = _pairs(root, split, kind)
     if coarse and split == "train":
@@ -176,7 +177,7 @@ def shard_samples(samples: Sequence[Sample], num_shards: int, index: int) -> lis
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An RGB uint8 image (H, W, 3); ValueError naming the file if it is unreadable.
+    """An RGB uint8 image (H, W, 3); BadFileError naming the file if it is unreadable.
 
     PNGs (all of Cityscapes) are decoded by `utils.io.read_png`; other formats (a user's JPEG
     photos for predict.py) by OpenCV. Grey, grey+alpha, RGBA and 16-bit PNGs become RGB uint8.
@@ -191,7 +192,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         return image
     try:
         image = read_png(path, "image")
-    except ValueError as exc:
+    except BadInput as exc:
         raise BadFileError(f"{exc}; {_FIX}", path) from None
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
@@ -207,7 +208,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def read_label(
     sample_or_path: Sample | str | os.PathLike, train_ids: bool | None = None, map_ids: bool = True
 ) -> np.ndarray:
-    """Train ids (H, W) uint8 from a label file; ValueError naming the file for bad content.
+    """Train ids (H, W) uint8 from a label file; BadFileError naming the file for bad content.
 
     A ``*_labelTrainIds.png`` (or `train_ids=True`) is read as it is; a ``*_labelIds.png`` goes
     through the id -> train-id table (unless `map_ids` is False: then the checked label ids are
@@ -222,7 +223,7 @@ def read_label(
             train_ids = path.endswith("_labelTrainIds.png")
     try:
         label = read_png(path, "label")
-    except ValueError as exc:
+    except BadInput as exc:
         raise BadFileError(f"{exc}; {_FIX}", path) from None
     if label.ndim != 2 or label.dtype != np.uint8:
         raise BadFileError(

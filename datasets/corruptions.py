@@ -28,6 +28,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from utils.errors import BadInput
+
 if TYPE_CHECKING:  # numpy on first use: the names and severities stay light for --help
     import numpy as np
 
@@ -141,13 +143,13 @@ def corruption_seed(base: int, index: int, name: str, severity: int) -> int:
 def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
     """`image` (H, W, 3) uint8 RGB under corruption `name` at `severity` (0: unchanged).
 
-    The same (image, name, severity, seed) always gives the same result. ValueError for an
-    unknown name, a severity outside 0-5 or an image that is not H x W x 3 uint8.
+    The same (image, name, severity, seed) always gives the same result. BadInput for an
+    unknown name or a severity outside 0-5; ValueError for an image that is not H x W x 3 uint8.
     """
     if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
+        raise BadInput(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     if severity not in (0, *SEVERITIES):
-        raise ValueError(f"corruption severity must be 0-5, got {severity!r}")
+        raise BadInput(f"corruption severity must be 0-5, got {severity!r}")
     import numpy as np
 
     image = np.asarray(image)

@@ -7,6 +7,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from datasets.corruptions import SEVERITIES  # light: numpy and albumentations on first use
+from utils.errors import BadInput
+
 #: The folders a Cityscapes root holds (what `resolve_root` checks by default).
 ROOT_FOLDERS = ("leftImg8bit", "gtFine")
 
@@ -51,6 +54,20 @@ def add_dataset_args(
         )
 
 
+def parse_severities(text: str) -> tuple[int, ...]:
+    """Argparse type of --severities (evaluate.py, benchmark.py study): distinct numbers 1-5
+    separated by commas, e.g. 1,3,5; returned in increasing order."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct severities 1-5 separated by commas (e.g. 1,3,5), got {text!r}"
+        )
+    return tuple(sorted(values))
+
+
 def dataset_root(
     args: argparse.Namespace,
     num_synthetic: int = 20,
@@ -58,7 +75,7 @@ def dataset_root(
     require: Sequence[str] = ROOT_FOLDERS,
     why: str = "",
 ) -> str:
-    """The dataset root from --path, CITYSCAPES_DATASET or --synthetic; ValueError if none
+    """The dataset root from --path, CITYSCAPES_DATASET or --synthetic; BadInput if none
     (`require`, `why`: see `resolve_root`)."""
     return str(
         resolve_root(
@@ -87,7 +104,7 @@ def resolve_root(
             only ``gtFine``, as the official script does).
         why: added to the message about a missing folder (what needs it).
 
-    Raises ValueError when neither is given (naming both and --synthetic) and when the root lacks
+    Raises BadInput when neither is given (naming both and --synthetic) and when the root lacks
     a folder of `require`.
     """
     if synthetic:
@@ -98,7 +115,7 @@ def resolve_root(
     if path is None:
         path = os.environ.get("CITYSCAPES_DATASET") or None
     if path is None:
-        raise ValueError(
+        raise BadInput(
             "no dataset given: pass -p/--path CITYSCAPES_ROOT or set the "
             "CITYSCAPES_DATASET environment variable (or use --synthetic for "
             "generated data that needs no download)"
@@ -106,12 +123,12 @@ def resolve_root(
     root = Path(path).expanduser()
     holds = " and ".join(f"{d}/" for d in require)
     if not root.is_dir():
-        raise ValueError(
+        raise BadInput(
             f"dataset root {str(root)!r} does not exist; pass the folder that holds {holds}"
         )
     missing = [d for d in require if not (root / d).is_dir()]
     if missing:
-        raise ValueError(
+        raise BadInput(
             f"dataset root {str(root)!r} has no {' or '.join(missing)} folder"
             f"{f' ({why})' if why else ''}; pass the Cityscapes root that holds {holds}"
         )

@@ -4,9 +4,9 @@ Each image is decoded (`datasets.cityscapes.load_pair`) and augmented (`datasets
 ``tf.numpy_function`` call that tf.data runs in parallel; both steps release the GIL, so they use
 every core. Images stay uint8 until they reach the model, which normalises them itself.
 
-A bad file (`datasets.cityscapes.BadFileError`, or any ValueError of `load_pair`) is raised in a
+A bad file (`datasets.cityscapes.BadFileError`, or any BadInput of `load_pair`) is raised in a
 tf.data thread and reaches the consumer as a ``tf.errors.OpError`` whose text buries the message
-in a traceback; `bad_file_errors` turns it back into the reader's own ValueError, one line that
+in a traceback; `bad_file_errors` turns it back into the reader's own BadInput, one line that
 names the file, and releases the failed frames' iterators first (see `utils.cli.release_frames`).
 
 Importing this module imports TensorFlow: scripts import it after ``utils.cli.quiet_tensorflow``.
@@ -28,21 +28,22 @@ import tensorflow as tf
 from datasets.augment import Augment, augment_pair, resize_pair
 from datasets.cityscapes import BadFileError, Sample, load_pair, shard_samples, skip_bad_hint
 from utils.cli import release_frames
+from utils.errors import BadInput
 from utils.io import reuse_freed_buffers
 from utils.labels import ID_TO_TRAIN_ID
 from utils.machine import available_cores
 
 PREFETCH_BATCHES = 2  #: batches the pipeline prepares ahead of the model
 log = logging.getLogger(__name__)
-#: The last ValueErrors the readers raised inside tf.data (what `reader_error` matches against).
-_RAISED: collections.deque[ValueError] = collections.deque(maxlen=32)
+#: The last BadInputs the readers raised inside tf.data (what `reader_error` matches against).
+_RAISED: collections.deque[BadInput] = collections.deque(maxlen=32)
 #: What skip_bad has logged: each bad file once per process, however many pipelines read it.
 _LOGGED: set[str] = set()
 _LOCK = threading.Lock()
 
 
-def reader_error(exc: BaseException) -> ValueError | None:
-    """The ValueError a pipeline's reader raised for a bad file, behind the tf.errors.OpError
+def reader_error(exc: BaseException) -> BadInput | None:
+    """The BadInput a pipeline's reader raised for a bad file, behind the tf.errors.OpError
     `exc` that reading the pipeline gave; None when `exc` is something else."""
     if not isinstance(exc, tf.errors.OpError):
         return None
@@ -56,7 +57,7 @@ def reader_error(exc: BaseException) -> ValueError | None:
 @contextlib.contextmanager
 def bad_file_errors(skip_bad_option: bool = False) -> Iterator[None]:
     """Around code that reads `build_dataset` pipelines: a bad file comes out as the reader's
-    ValueError (BadFileError: one line naming the file and the fix), not as a tf.errors.OpError.
+    BadInput (BadFileError: one line naming the file and the fix), not as a tf.errors.OpError.
 
     The iterators held by the frames the error unwound are released before it goes on (their
     threads must not outlive them into interpreter shutdown). With `skip_bad_option` (a command
@@ -129,12 +130,12 @@ def build_dataset(
             ``from_label_ids``, `utils.labels.CLASS_SETS`); None: the 19 benchmark classes
             (train ids). Another table needs label-id files (``*_labelIds.png``).
 
-    Errors in a file surface when its batch is read, as a ValueError-bearing
+    Errors in a file surface when its batch is read, as a BadInput-bearing
     tf.errors.InvalidArgumentError whose message names the file; read the pipeline inside
-    `bad_file_errors` to get the ValueError itself.
+    `bad_file_errors` to get the BadInput itself.
     """
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1; got {batch_size!r}")
+        raise BadInput(f"batch size must be >= 1; got {batch_size!r}")
     samples = list(samples)
     if shard is not None and stream_shard is not None:
         raise ValueError("give shard (files) or stream_shard (images of one stream), not both")
@@ -155,7 +156,7 @@ def build_dataset(
         label_lut = np.ascontiguousarray(label_lut, dtype=np.uint8)
         train_id_files = [sample.label for sample in samples if sample.train_ids]
         if train_id_files:
-            raise ValueError(
+            raise BadInput(
                 f"label {str(train_id_files[0])!r} holds the 19 benchmark classes' train ids, "
                 "which another class set cannot be mapped from; give the label-id files "
                 "(*_labelIds.png) beside it, or train the 19 classes"
@@ -207,8 +208,8 @@ class _Reader:
         """(image, label, ok) of sample `index`; with skip_bad a bad file gives 1x1 zeros and
         ok False.
 
-        Raises the ValueError of `load_pair` (recorded for `reader_error`), and with skip_bad a
-        ValueError once every sample has proved bad (a repeated pipeline would filter forever).
+        Raises the BadInput of `load_pair` (recorded for `reader_error`), and with skip_bad a
+        BadInput once every sample has proved bad (a repeated pipeline would filter forever).
         """
         index = int(index)
         sample = self.samples[index]
@@ -216,7 +217,7 @@ class _Reader:
             image, label = load_pair(sample, map_ids=map_ids and self.label_lut is None)
             if map_ids and self.label_lut is not None:
                 label = cv2.LUT(label, self.label_lut)
-        except ValueError as exc:
+        except BadInput as exc:
             if not self.skip_bad:
                 _RAISED.append(exc)
                 raise
@@ -228,7 +229,7 @@ class _Reader:
             if first:
                 log.warning("skipping %s: %s", sample.name, exc)
             if all_bad:
-                error = ValueError(
+                error = BadInput(
                     f"all {len(self.samples)} files of the data set are unreadable (the last: "
                     f"{exc}); check the dataset root"
                 )

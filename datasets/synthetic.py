@@ -30,6 +30,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
 from utils.cli import fail, make_parser, parse_target_size
+from utils.errors import BadInput
 from utils.labels import LABEL_ID_PALETTE, VALID_LABEL_IDS
 
 CITIES = {"train": "synthtown", "val": "synthville", "train_extra": "synthburg"}
@@ -296,7 +297,7 @@ def _write_png(path: Path, array: np.ndarray, rgb: bool = False) -> None:
             array, cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
         )
     if not cv2.imwrite(str(path), array, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-        raise OSError(f"could not write {str(path)!r}")
+        raise BadInput(f"could not write {str(path)!r}")
 
 
 def write_sample(
@@ -353,9 +354,7 @@ def generate(
     """
     height, width = int(size[0]), int(size[1])
     if num < 1 or height < 16 or width < 16:
-        raise ValueError(
-            f"need num >= 1 and a size of at least 16x16; got num={num}, size={size!r}"
-        )
+        raise BadInput(f"need num >= 1 and a size of at least 16x16; got num={num}, size={size!r}")
     root = Path(out_dir)
     for split_index, split in enumerate(splits):
         for i in range(num):
@@ -428,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             num_coarse=args.coarse,
             rail=args.rail,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, BadInput) as exc:  # OSError: the OS refused to write the folder named
         fail(str(exc))
     total = args.num * 2 + args.coarse
     print(

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -21,30 +20,14 @@ import onnx
 from datasets.cityscapes import read_image
 from datasets.synthetic import generate
 from deploy.graph import LABELS_NAME, all_nodes, constants, load_onnx, node_attr
-from inference.onnx_backend import onnx_session, run_onnx
-from models.layers import MaxUnpooling2D
-from models.loading import all_layers
+from inference.parity import compare, limits
+from inference.runtimes import open_runtime
+from models.trained import jumps_at_pooling_ties
+from utils.errors import BadInput
 from utils.labels import TRAIN_ID_TO_ID
 
 #: The smallest image side the synthetic Cityscapes generator draws.
 _GENERATOR_MIN_SIDE = 16
-
-#: Parity thresholds of :func:`check_onnx` per exported precision: max abs logit difference
-#: (times max(1, max |logit|), see :func:`parity_thresholds`) and minimum argmax agreement.
-#: float32 comes from the issue. float16 stores weights and activations with an 11-bit
-#: significand (relative error ~5e-4 per op), so 2e-2 relative is allowed and 1% of pixels
-#: whose top two classes lie within that rounding may swap.
-FLOAT32_MAX_DIFF = 1e-3
-FLOAT32_MIN_AGREEMENT = 0.999
-FLOAT16_REL_DIFF = 2e-2
-FLOAT16_MIN_AGREEMENT = 0.99
-#: Minimum argmax agreement for a model whose outputs jump at pooling ties (argmax unpooling,
-#: Bayesian SegNet): where two inputs of a pooling window are within rounding of each other,
-#: onnxruntime (or TensorRT) and Keras may pick different maxima, the unpooled value lands one
-#: pixel away and the logits there change by O(1), whatever the precision. Such a model is
-#: judged on argmax agreement alone; its max logit difference, relative to the logit scale
-#: max(1, max |logit|), is reported but not bounded (docs/jetson.md, "Parity").
-TIE_MIN_AGREEMENT = 0.995
 
 #: ONNX operators TensorRT's ONNX parser imports ("Y" rows of the support matrix). Source:
 #: onnx/onnx-tensorrt docs/operators.md for TensorRT 8.4 (commit 009d6541, the parser of
@@ -194,12 +177,6 @@ def _random_scenes(num: int, height: int, width: int, seed: int) -> np.ndarray:
     return images
 
 
-def jumps_at_pooling_ties(keras_model: Any) -> bool:
-    """True when the model's outputs jump at pooling ties (it unpools with argmax positions),
-    so that its parity with another runtime is judged on argmax agreement alone."""
-    return any(isinstance(layer, MaxUnpooling2D) for layer in all_layers(keras_model))
-
-
 @dataclasses.dataclass
 class CheckResult:
     """Outcome of :func:`check_onnx`."""
@@ -248,29 +225,6 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def parity_thresholds(
-    precision: str, logit_scale: float, jumps_at_ties: bool = False
-) -> tuple[float, float]:
-    """(max abs logit difference, min argmax agreement) allowed for `precision`.
-
-    The difference is scaled by max(1, max |Keras logit|): 1e-3 absolute for logits within
-    [-1, 1], relative beyond, because float32 summation-order noise grows with the logits
-    (randomly initialised HRNet-OCR gives logits near 300 and differences near 0.07, 2e-4
-    relative). float32: 1e-3 x scale and 99.9% agreement (the issue's thresholds).
-    float16: 2e-2 x scale and 99%, since float16 rounds each stored value and activation to
-    ~5e-4 relative. A model whose outputs jump at pooling ties (`jumps_at_ties`, see
-    :func:`jumps_at_pooling_ties`): no bound on the difference (math.inf) and
-    :data:`TIE_MIN_AGREEMENT` (or the precision's own minimum, if lower).
-    """
-    scale = max(1.0, logit_scale)
-    if jumps_at_ties:
-        floor = FLOAT16_MIN_AGREEMENT if precision == "float16" else TIE_MIN_AGREEMENT
-        return math.inf, min(TIE_MIN_AGREEMENT, floor)
-    if precision == "float16":
-        return FLOAT16_REL_DIFF * scale, FLOAT16_MIN_AGREEMENT
-    return FLOAT32_MAX_DIFF * scale, FLOAT32_MIN_AGREEMENT
-
-
 def check_onnx(
     path: str | os.PathLike,
     keras_model: Any,
@@ -285,7 +239,7 @@ def check_onnx(
     logits (max absolute difference) and the per-pixel class (argmax agreement); for an argmax
     export the graph's label ids are compared with Keras' argmax mapped to label ids. A model
     whose outputs jump at pooling ties (:func:`jumps_at_pooling_ties`) is judged on argmax
-    agreement alone (:func:`parity_thresholds`), its difference reported.
+    agreement alone (`inference.parity`), its difference reported.
 
     Args:
         path: the .onnx file written by export_onnx.
@@ -303,39 +257,37 @@ def check_onnx(
     checker_ok = _run_checker(path, errors)
     meta = {p.key: p.value for p in model.metadata_props}
     precision = meta.get("precision", "float32")
-    session = onnx_session(path, providers=providers)
+    runtime = open_runtime("onnxruntime", path, providers=providers)
     size = (
         tuple(int(v) for v in meta["input_size"].split(","))
         if meta.get("input_size")
         else tuple(int(s) for s in keras_model.inputs[0].shape[1:3])
     )
-    images, step = _parity_images(session, size, num_images, seed, images)
-    got = np.concatenate(
-        [run_onnx(session, images[i : i + step]) for i in range(0, len(images), step)]
-    )
+    images, step = _parity_images(runtime.batch, size, num_images, seed, images)
+    got = runtime.run(images)
     ref = keras_model.predict(images, verbose=0, batch_size=step)
     ref = np.asarray(ref[0] if isinstance(ref, list | tuple) else ref, dtype=np.float32)
-    logit_scale = float(np.abs(ref).max())
     ties_rule = jumps_at_pooling_ties(keras_model)
-    max_diff_allowed, min_agreement = parity_thresholds(precision, logit_scale, ties_rule)
     if meta.get("output") == LABELS_NAME:
-        max_diff = None
-        agreement = _label_agreement(got, ref, errors)
+        if got.dtype != np.uint8:
+            errors.append(f"label-id output has dtype {got.dtype}, expected uint8")
+        parity = compare(got, TRAIN_ID_TO_ID[ref.argmax(-1)])
     else:
-        max_diff, agreement = _logit_parity(got, ref, max_diff_allowed, errors)
-    if agreement < min_agreement:
-        errors.append(f"argmax agreement {100 * agreement:.3f}% < {100 * min_agreement:.1f}%")
+        parity = compare(got, ref)
+    parity.judge(precision, ties_rule)
+    errors += parity.errors
+    max_diff_allowed, min_agreement = limits(precision, parity.logit_scale, ties_rule)
     return CheckResult(
         checker_ok=checker_ok,
-        max_abs_diff=max_diff,
-        agreement=agreement,
-        max_diff_allowed=None if max_diff is None else max_diff_allowed,
+        max_abs_diff=parity.max_abs_diff,
+        agreement=parity.agreement,
+        max_diff_allowed=None if parity.max_abs_diff is None else max_diff_allowed,
         min_agreement=min_agreement,
         trt_problems=find_trt_incompatibilities(model),
         num_images=len(images),
         precision=precision,
         errors=errors,
-        relative_diff=None if max_diff is None else max_diff / max(1.0, logit_scale),
+        relative_diff=parity.relative_diff,
         ties_rule=ties_rule,
     )
 
@@ -344,48 +296,25 @@ def _run_checker(path: str | os.PathLike, errors: list[str]) -> bool:
     """Run onnx.checker's full check; record its first line in `errors` when it fails."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:  # onnx.checker raises ValidationError and InferenceError
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         errors.append(f"onnx.checker: {str(exc).splitlines()[0]}")
         return False
     return True
 
 
 def _parity_images(
-    session: Any,
+    fixed: int | None,
     size: Sequence[int],
     num_images: int,
     seed: int,
     images: np.ndarray | None,
 ) -> tuple[np.ndarray, int]:
-    """(images, batch step) for the parity run: a fixed-batch file takes whole batches only."""
-    fixed = session.get_inputs()[0].shape[0]
-    fixed = fixed if isinstance(fixed, int) and fixed > 0 else None
+    """(images, batch step) for the parity run: a file of `fixed` batch takes whole batches."""
     if images is None:
         count = num_images if fixed is None else -(-num_images // fixed) * fixed
         images = sample_images(count, size, seed=seed)
     images = np.asarray(images, dtype=np.float32)
     step = fixed or len(images)
     if len(images) == 0 or len(images) % step:
-        raise ValueError(f"this file takes batches of {fixed} images; got {len(images)} images")
+        raise BadInput(f"this file takes batches of {fixed} images; got {len(images)} images")
     return images, step
-
-
-def _label_agreement(got: np.ndarray, ref: np.ndarray, errors: list[str]) -> float:
-    """Fraction of pixels whose label id matches Keras' argmax mapped to label ids."""
-    expected = TRAIN_ID_TO_ID[ref.argmax(-1)]
-    if got.dtype != np.uint8:
-        errors.append(f"label-id output has dtype {got.dtype}, expected uint8")
-    return float(np.mean(got == expected))
-
-
-def _logit_parity(
-    got: np.ndarray, ref: np.ndarray, max_diff_allowed: float, errors: list[str]
-) -> tuple[float, float]:
-    """(max |logit difference|, argmax agreement) of the ONNX logits against Keras'."""
-    if got.shape != ref.shape:
-        raise ValueError(f"ONNX output shape {got.shape} differs from Keras {ref.shape}")
-    max_diff = float(np.abs(got.astype(np.float32) - ref).max())
-    agreement = float(np.mean(got.argmax(-1) == ref.argmax(-1)))
-    if not max_diff <= max_diff_allowed:
-        errors.append(f"max |logit diff| {max_diff:.3g} > {max_diff_allowed:.3g}")
-    return max_diff, agreement

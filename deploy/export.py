@@ -34,8 +34,10 @@ import onnx
 from deploy.graph import INPUT_NAME, LABELS_NAME, LOGITS_NAME, OnnxSummary, summarize_onnx
 from deploy.options import DEFAULT_OPSET, MIN_OPSET
 from deploy.rewrites import convert_to_float16, fix_trt_incompatibilities
+from inference.runtimes import FILE_PRECISIONS
 from models.loading import to_float32
-from models.trained import build_for_export
+from models.trained import build_inference_model
+from utils.errors import BadInput
 from utils.io import atomic_path, check_writable_dir
 from utils.labels import TRAIN_ID_TO_ID, class_set_with, get_class_set, recorded_class_set
 
@@ -59,10 +61,10 @@ def supported_opsets() -> range:
 
 
 def check_opset(opset: int) -> int:
-    """`opset` if supported, else ValueError naming the supported range."""
+    """`opset` if supported, else BadInput naming the supported range."""
     opsets = supported_opsets()
     if not isinstance(opset, int) or opset not in opsets:
-        raise ValueError(
+        raise BadInput(
             f"opset {opset!r} is not supported: this exporter writes opsets {opsets.start} "
             f"to {opsets.stop - 1} (tf2onnx 1.17 goes up to {opsets.stop - 1}, TensorRT 8.5+ "
             f"parses up to 17); pass --opset {DEFAULT_OPSET}, or 13 for JetPack 4.6/5.0"
@@ -71,15 +73,15 @@ def check_opset(opset: int) -> int:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """`path` as a Path once its folder is writable and it is not a folder; OSError otherwise."""
+    """`path` as a Path once its folder is writable and it is not a folder; BadInput otherwise."""
     path = Path(path)
     if path.is_dir():
-        raise OSError(
+        raise BadInput(
             f"output {str(path)!r} is a folder; pass a file name such as "
             f"{str(path / 'model.onnx')!r}"
         )
     if path.suffix != ".onnx":
-        raise ValueError(f"output {str(path)!r} must end in .onnx")
+        raise BadInput(f"output {str(path)!r} must end in .onnx")
     check_writable_dir(path.parent)
     return path
 
@@ -264,7 +266,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     nchw: bool = False,
     argmax: bool = False,
-    fp16: bool = False,
+    precision: str = "fp32",
     weights: str | os.PathLike | None = None,
     fix_trt: bool = True,
     **model_options: Any,
@@ -285,7 +287,8 @@ def export_onnx(
         opset: ONNX opset (see supported_opsets()).
         nchw: NCHW input and logits (what TensorRT samples and DeepStream expect).
         argmax: put argmax and the train id -> label id mapping in the graph (uint8 output).
-        fp16: store weights and compute in float16 (inputs and outputs stay float32/uint8).
+        precision: fp32, or fp16 to store weights and compute in float16 (inputs and outputs
+            stay float32/uint8); recorded in the ``precision`` metadata as float32/float16.
         weights: trained weights file to load (only with a name).
         fix_trt: rewrite nearest tf_half_pixel_for_nn resizes into their exact equivalent.
         **model_options: builder options used with a name (backbone, output_stride).
@@ -293,8 +296,12 @@ def export_onnx(
     import tf2onnx  # imports TensorFlow
 
     check_opset(opset)
+    if precision not in FILE_PRECISIONS:
+        raise BadInput(
+            f"exports are written in {', '.join(FILE_PRECISIONS)}; got precision {precision!r}"
+        )
     if batch is not None and (not isinstance(batch, int) or batch < 1):
-        raise ValueError(f"batch must be an integer >= 1 or None (dynamic); got {batch!r}")
+        raise BadInput(f"batch must be an integer >= 1 or None (dynamic); got {batch!r}")
     path = check_output_path(path)
     model, name, (height, width) = _float32_model(model_or_name, input_size, weights, model_options)
     proto = _convert(model, name, (batch, height, width), opset, nchw, argmax)
@@ -304,14 +311,14 @@ def export_onnx(
             if dim:
                 dim[0].dim_param = "batch"
     fixes = fix_trt_incompatibilities(proto) if fix_trt else []
-    if fp16:
+    if precision == "fp16":
         convert_to_float16(proto)
     metadata = {
         "model": name,
         "input_size": f"{height},{width}",
         "layout": "NCHW" if nchw else "NHWC",
         "output": LABELS_NAME if argmax else LOGITS_NAME,
-        "precision": "float16" if fp16 else "float32",
+        "precision": FILE_PRECISIONS[precision],
         "batch": "dynamic" if batch is None else str(batch),
         "normalization": "in-graph (feed RGB in [0, 255])",
         "producer": f"deploy.export (tf2onnx {tf2onnx.__version__})",
@@ -344,7 +351,7 @@ def _float32_model(
         recorded = recorded_class_set(weights) if weights is not None else None
         if recorded is not None and "num_classes" not in model_options:  # train.py --classes
             model_options = {**model_options, "num_classes": get_class_set(recorded).num_classes}
-        model = build_for_export(model_or_name, input_size, weights, **model_options)
+        model = build_inference_model(model_or_name, input_size, weights, **model_options)
         name = model_or_name
     else:
         if weights is not None or model_options:

@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
+from onnx.checker import ValidationError
+
+from utils.errors import BadInput
 
 #: Names of the exported graph's input and of its two possible outputs.
 INPUT_NAME = "input"
@@ -67,22 +71,26 @@ def _value_info(value: onnx.ValueInfoProto) -> tuple[str, str, list[int | str]]:
 
 
 def load_onnx(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    """An ONNX model from a ModelProto or a file path."""
+    """An ONNX model from a ModelProto or a file path; BadInput for a missing or corrupt file."""
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
     path = Path(model_or_path)
     if not path.is_file():
-        raise OSError(f"ONNX file {str(path)!r} not found; export one with convert_to_onnx.py")
+        raise BadInput(f"ONNX file {str(path)!r} not found; export one with convert_to_onnx.py")
+    # onnx.load raises DecodeError for a corrupt or truncated file, ValidationError for external
+    # data that is missing, OSError for a file it cannot read
     try:
-        return onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and friends for a corrupt file
-        raise ValueError(f"{str(path)!r} is not a readable ONNX file ({exc})") from exc
-
-
-def read_metadata(model_or_path: onnx.ModelProto | str | os.PathLike) -> dict[str, str]:
-    """The exporter's metadata_props (layout, output, precision, model, input_size, ...)."""
-    model = load_onnx(model_or_path)
-    return {p.key: p.value for p in model.metadata_props}
+        model = onnx.load(str(path))
+    except (DecodeError, ValidationError, OSError) as exc:
+        raise BadInput(
+            f"{str(path)!r} is not a readable ONNX file ({exc}); export it again with "
+            "convert_to_onnx.py"
+        ) from exc
+    if not model.HasField("graph"):  # an empty file parses as an empty model
+        raise BadInput(
+            f"{str(path)!r} holds no ONNX graph (empty?); export it again with convert_to_onnx.py"
+        )
+    return model
 
 
 def summarize_onnx(path: str | os.PathLike) -> OnnxSummary:

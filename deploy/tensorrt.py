@@ -1,16 +1,13 @@
-"""TensorRT: build an engine from an exported file with TensorRT's Python API, run and time it
-the way trtexec does, check it against onnxruntime; and trtexec itself as a cross-check.
+"""TensorRT: build an engine from an exported file with TensorRT's Python API and check it
+against onnxruntime; trtexec as an optional cross-check.
 
-The Python API comes from NVIDIA's PyPI wheels (`tensorrt-cu12`, in requirements-gpu.txt), which
-ship no trtexec; device buffers, copies and CUDA events come from CuPy. TensorRT 10 takes a
-float32 file and `BuilderFlag.FP16` for a float16 engine; TensorRT 11 removed that flag (every
-network is strongly typed: the precision is the file's), so a float16 engine there needs the
-float16 export (`convert_to_onnx.py --fp16`). `build_engine` picks by the installed version.
-
-Timing (`EngineRunner.time`) follows trtexec's defaults: 200 ms of warm-up, then at least 10
-runs and at least 3 s; each run copies the input to the GPU, executes, copies the output back,
-with CUDA events around each part, so the GPU compute time is reported apart from the
-host-device copies (median, p90, p99, like trtexec's "GPU Compute Time" and "Latency").
+The engine runs through the TensorRT runtime of the registry
+(`inference.runtimes.tensorrt_runtime`), timed by the suite's one timing loop and judged by its
+one parity rule. The Python API comes from NVIDIA's PyPI wheels (`tensorrt-cu12`, in
+requirements-gpu.txt), which ship no trtexec. TensorRT 10 takes a float32 file and
+`BuilderFlag.FP16` for a float16 engine; TensorRT 11 removed that flag (every network is
+strongly typed: the precision is the file's), so a float16 engine there needs the float16
+export (`convert_to_onnx.py --precision fp16`). `build_engine` picks by the installed version.
 """
 
 from __future__ import annotations
@@ -21,20 +18,19 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deploy.graph import summarize_onnx
+from inference.parity import Parity, check
+from inference.runtimes import open_runtime
+from inference.runtimes.tensorrt_runtime import import_tensorrt
+from inference.timing import TimingResult, time_callable
+from utils.errors import BadInput
 from utils.io import atomic_path
-from utils.machine import gpus
-
-#: What to install for the Python builder and runner.
-INSTALL_HINT = "pip install -r requirements-gpu.txt (TensorRT's Python wheels and CuPy)"
-#: trtexec's timing defaults: warm-up, minimum runs, minimum measured time.
-WARMUP_S, MIN_RUNS, MIN_SECONDS = 0.2, 10, 3.0
 
 #: Where JetPack and NVIDIA's TensorRT containers put trtexec when it is not on PATH.
 _TRTEXEC_FALLBACKS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
@@ -51,7 +47,7 @@ def find_trtexec() -> str | None:
 def trtexec_command(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike | None = None,
-    fp16: bool = False,
+    precision: str = "fp32",
     trtexec: str = "trtexec",
     max_batch: int = 8,
 ) -> list[str]:
@@ -79,7 +75,7 @@ def trtexec_command(
             f"--maxShapes={name}:{max_batch}x{rest}",
             f"--shapes={name}:1x{rest}",
         ]
-    if fp16:
+    if precision == "fp16":
         command.append("--fp16")
     command += ["--warmUp=500", "--iterations=100", "--avgRuns=100"]
     return command
@@ -124,19 +120,8 @@ def run_trtexec(command: Sequence[str], timeout_s: float = 3600) -> TrtTiming:
 
 
 # ---------------------------------------------------------------------------------------------
-# The Python API: build, run, time
+# The Python API: build, then run, check and time through the TensorRT runtime
 # ---------------------------------------------------------------------------------------------
-
-
-def import_tensorrt() -> Any:
-    """The `tensorrt` module; ValueError saying what to install when it is missing."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise ValueError(
-            f"TensorRT's Python package is not installed ({exc}); {INSTALL_HINT}"
-        ) from None
-    return tensorrt
 
 
 def tensorrt_major(trt: Any) -> int:
@@ -150,7 +135,7 @@ class EngineBuild:
 
     path: Path
     tensorrt_version: str
-    precision: str  # float32 or float16
+    precision: str  # fp32 or fp16
     how: str  # "BuilderFlag.FP16 on a float32 file", "strongly typed (the file's types)", ...
     build_seconds: float
     size_bytes: int
@@ -159,7 +144,7 @@ class EngineBuild:
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike | None = None,
-    fp16: bool = False,
+    precision: str = "fp32",
     workspace_gib: float = 4.0,
     max_batch: int = 8,
 ) -> EngineBuild:
@@ -168,42 +153,44 @@ def build_engine(
     Args:
         onnx_path: a file written by deploy.export (its metadata names its precision).
         engine_path: default: beside the .onnx, suffix .engine.
-        fp16: a float16 engine: TensorRT 10 gets BuilderFlag.FP16 on a float32 file; TensorRT 11
-            needs a float16 file (ValueError otherwise, naming the export that makes one).
+        precision: fp32 or fp16: TensorRT 10 gets BuilderFlag.FP16 on a float32 file for fp16;
+            TensorRT 11 needs a float16 file (BadInput otherwise, naming the export that makes
+            one).
         workspace_gib: the builder's workspace memory pool.
         max_batch: largest batch of the profile of a dynamic-batch file (optimum 1).
     """
+    if precision not in ("fp32", "fp16"):
+        raise BadInput(f"TensorRT engines are built here in fp32 or fp16; got {precision!r}")
     trt = import_tensorrt()
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path) if engine_path else onnx_path.with_suffix(".engine")
     summary = summarize_onnx(onnx_path)
-    file_precision = summary.metadata.get("precision", "float32")
+    file_precision = {"float16": "fp16"}.get(summary.metadata.get("precision", ""), "fp32")
     major = tensorrt_major(trt)
     if major >= 11:
-        if fp16 and file_precision != "float16":
-            raise ValueError(
+        if precision == "fp16" and file_precision != "fp16":
+            raise BadInput(
                 f"TensorRT {trt.__version__} builds strongly typed networks (the precision is the "
-                f"file's) and {onnx_path} is {file_precision}; export with --fp16 for a float16 "
+                f"file's) and {onnx_path} is float32; export with --precision fp16 for a float16 "
                 "engine"
             )
         precision, how = file_precision, "strongly typed (the file's types)"
-    elif file_precision == "float16":
-        precision, how = "float16", "the float16 file's types"
+    elif file_precision == "fp16":
+        precision, how = "fp16", "the float16 file's types"
     else:
-        precision = "float16" if fp16 else "float32"
-        how = "BuilderFlag.FP16 on a float32 file" if fp16 else "float32"
+        how = "BuilderFlag.FP16 on a float32 file" if precision == "fp16" else "float32"
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch: the only mode of TensorRT 10+
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         problems = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(
+        raise BadInput(
             f"TensorRT {trt.__version__}'s ONNX parser rejects {onnx_path}: {problems}"
         )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if major < 11 and fp16 and file_precision != "float16":
+    if major < 11 and precision == "fp16" and file_precision != "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     name, _, shape = summary.inputs[0]
     if shape and not isinstance(shape[0], int):
@@ -225,201 +212,51 @@ def build_engine(
     )
 
 
-def measure(
-    run_once: Callable[[], tuple[float, float, float]],
-    warmup_s: float = WARMUP_S,
-    min_runs: int = MIN_RUNS,
-    min_seconds: float = MIN_SECONDS,
-    clock: Callable[[], float] = time.perf_counter,
-) -> list[tuple[float, float, float]]:
-    """trtexec's rule: call `run_once` for `warmup_s` seconds untimed, then until at least
-    `min_runs` runs and `min_seconds` seconds; its (copy in, compute, copy out) milliseconds."""
-    start = clock()
-    while clock() - start < warmup_s:
-        run_once()
-    samples = []
-    start = clock()
-    while len(samples) < min_runs or clock() - start < min_seconds:
-        samples.append(run_once())
-    return samples
+@dataclasses.dataclass
+class EngineReport:
+    """An engine built, checked against onnxruntime and timed (`build_and_check_engine`)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class EngineTiming:
-    """Milliseconds per run: GPU compute apart from the copies, and their sum (the latency)."""
-
-    runs: int
-    batch: int
-    compute_ms: dict[str, float]  # median, p90, p99, mean, min, max
-    latency_ms: dict[str, float]  # copy in + compute + copy out
-    copy_in_ms: float  # medians
+    build: EngineBuild
+    parity: Parity
+    timing: TimingResult
+    #: Median milliseconds of the parts of a call (CUDA events): copy in, compute, copy out.
+    copy_in_ms: float
+    compute_ms: float
     copy_out_ms: float
 
-    @property
-    def images_per_s(self) -> float:
-        """From the median latency (copies included), as one stream of batches would run."""
-        return 1000.0 * self.batch / self.latency_ms["median"]
+    def format(self) -> str:
+        """Lines for the command line."""
+        b, p, stats = self.build, self.parity, self.timing.stats()
+        diff = "-" if p.max_abs_diff is None else f"{p.max_abs_diff:.3g}"
+        lines = [
+            f"TensorRT {b.tensorrt_version} engine {b.path} ({b.precision}, {b.how}): "
+            f"{b.size_bytes / 2**20:.1f} MiB, built in {b.build_seconds:.0f} s",
+            f"TensorRT against onnxruntime (CPU) on one image: max |logit diff| {diff}, argmax "
+            f"agreement {100 * p.agreement:.3f}%"
+            + ("" if p.passed else f" (FAILED: {'; '.join(p.errors)})"),
+            f"TensorRT timing, {self.timing.iterations} calls after "
+            f"{1000 * self.timing.warmup_s:.0f} ms of warm-up: latency median "
+            f"{stats['median_ms']:.3f} ms (p90 {stats['p90_ms']:.3f}, p99 {stats['p99_ms']:.3f}); "
+            f"GPU compute median {self.compute_ms:.3f} ms, copies in {self.copy_in_ms:.3f} / "
+            f"out {self.copy_out_ms:.3f} ms; {1000 / stats['median_ms']:.1f} images/s",
+        ]
+        return "\n".join(lines)
 
 
-def summarize_runs(samples: Sequence[tuple[float, float, float]], batch: int = 1) -> EngineTiming:
-    """EngineTiming of `measure`'s samples."""
-    if not samples:
-        raise ValueError("no timed runs to summarize")
-    parts = np.asarray(samples, np.float64)
+def build_and_check_engine(onnx_path: str | os.PathLike, precision: str = "fp32") -> EngineReport:
+    """Build an engine for an exported file, run it through the TensorRT runtime on a street
+    image against onnxruntime on the CPU (the parity rule at the engine's precision), and time
+    it with the timing loop (trtexec's rule)."""
+    # the parity image comes from the synthetic generator (deploy.checks imports datasets)
+    from deploy.checks import sample_images
 
-    def stats(values: np.ndarray) -> dict[str, float]:
-        return {
-            "median": float(np.median(values)),
-            "p90": float(np.percentile(values, 90)),
-            "p99": float(np.percentile(values, 99)),
-            "mean": float(values.mean()),
-            "min": float(values.min()),
-            "max": float(values.max()),
-        }
-
-    return EngineTiming(
-        len(parts),
-        batch,
-        stats(parts[:, 1]),
-        stats(parts.sum(axis=1)),
-        float(np.median(parts[:, 0])),
-        float(np.median(parts[:, 2])),
-    )
-
-
-def _recording_logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps its error messages (`.errors`) instead of printing them."""
-
-    class RecordingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(" ".join(str(msg).split()))
-
-    return RecordingLogger()
-
-
-def engine_mismatch_message(
-    engine_path: str | os.PathLike, version: str, gpu: str, errors: Sequence[str]
-) -> str:
-    """The one line for an engine this TensorRT cannot deserialize: it was built by another
-    TensorRT version or for another GPU (or is no engine); TensorRT's own reason appended."""
-    reason = f" (TensorRT says: {errors[-1]})" if errors else ""
-    return (
-        f"engine {str(engine_path)!r} cannot be loaded by TensorRT {version} on {gpu}: it was "
-        "built by another TensorRT version or for another GPU (an engine runs only with the "
-        "TensorRT version and GPU model that built it), or it is not an engine; rebuild it on "
-        f"this machine from its ONNX file with convert_to_onnx.py --trt{reason}"
-    )
-
-
-def load_engine(trt: Any, engine_path: str | os.PathLike) -> tuple[Any, Any]:
-    """(engine, runtime) of a serialized engine file; ValueError in one line when the file
-    cannot be read or was built by another TensorRT version or for another GPU."""
-    try:
-        data = Path(engine_path).read_bytes()
-    except OSError as exc:
-        raise ValueError(
-            f"engine {str(engine_path)!r} cannot be read ({exc.strerror or exc}); build one with "
-            "convert_to_onnx.py --trt"
-        ) from None
-    logger = _recording_logger(trt)
-    runtime = trt.Runtime(logger)
-    try:
-        engine = runtime.deserialize_cuda_engine(data)
-    except Exception as exc:  # some TensorRT releases raise instead of returning None
-        logger.errors.append(" ".join(str(exc).split()) or type(exc).__name__)
-        engine = None
-    if engine is None:
-        gpu = (gpus() or ["no NVIDIA GPU found"])[0].split(",")[0].strip()
-        raise ValueError(
-            engine_mismatch_message(engine_path, str(trt.__version__), gpu, logger.errors)
-        )
-    return engine, runtime
-
-
-class EngineRunner:
-    """A deserialized engine with device and pinned host buffers for one batch size (CuPy)."""
-
-    def __init__(self, engine_path: str | os.PathLike, batch: int = 1) -> None:
-        trt = import_tensorrt()
-        try:
-            import cupy
-            import cupyx
-        except ImportError as exc:
-            raise ValueError(f"CuPy is not installed ({exc}); {INSTALL_HINT}") from None
-        self._cupy = cupy
-        self.batch = batch
-        self.engine, self._runtime = load_engine(trt, engine_path)
-        self.context = self.engine.create_execution_context()
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        for name in self.inputs:
-            shape = [batch if d == -1 else d for d in self.engine.get_tensor_shape(name)]
-            self.context.set_input_shape(name, shape)
-        self.host, self.device = {}, {}
-        for name in names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            self.host[name] = cupyx.empty_pinned(shape, dtype)
-            self.device[name] = cupy.empty(shape, dtype)
-            self.context.set_tensor_address(name, self.device[name].data.ptr)
-
-    def _run(self, timed: bool) -> tuple[float, float, float]:
-        cupy, stream = self._cupy, self.stream
-        events = [cupy.cuda.Event() for _ in range(4)] if timed else None
-        with stream:
-            if timed:
-                events[0].record(stream)
-            for name in self.inputs:
-                self.device[name].set(self.host[name], stream=stream)
-            if timed:
-                events[1].record(stream)
-            if not self.context.execute_async_v3(stream.ptr):
-                raise RuntimeError("TensorRT's execute_async_v3 failed (its log above)")
-            if timed:
-                events[2].record(stream)
-            for name in self.outputs:
-                self.device[name].get(stream=stream, out=self.host[name], blocking=False)
-            if timed:
-                events[3].record(stream)
-        stream.synchronize()
-        if not timed:
-            return (0.0, 0.0, 0.0)
-        return tuple(
-            cupy.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:], strict=False)
-        )
-
-    def infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Outputs for a batch of `self.batch` images (the input's dtype and layout)."""
-        name = self.inputs[0]
-        if images.shape != self.host[name].shape:
-            raise ValueError(f"the engine takes {self.host[name].shape}, got {images.shape}")
-        self.host[name][...] = images
-        self._run(timed=False)
-        return {n: np.array(self.host[n]) for n in self.outputs}
-
-    def time(
-        self, warmup_s: float = WARMUP_S, min_runs: int = MIN_RUNS, min_seconds: float = MIN_SECONDS
-    ) -> EngineTiming:
-        """trtexec's timing (see `measure`) on the images last given to `infer`."""
-        samples = measure(lambda: self._run(timed=True), warmup_s, min_runs, min_seconds)
-        return summarize_runs(samples, self.batch)
-
-
-def compare_outputs(reference: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    """(max |difference|, argmax agreement over the last axis) of two logits arrays; for label
-    maps (integer dtype, no class axis) the difference is NaN and the agreement per pixel."""
-    reference, got = np.asarray(reference), np.asarray(got)
-    if reference.shape != got.shape:
-        raise ValueError(f"outputs differ in shape: {reference.shape} and {got.shape}")
-    if np.issubdtype(reference.dtype, np.integer):
-        return float("nan"), float(np.mean(reference == got))
-    difference = float(np.max(np.abs(reference.astype(np.float64) - got.astype(np.float64))))
-    agreement = float(np.mean(reference.argmax(-1) == got.argmax(-1)))
-    return difference, agreement
+    build = build_engine(onnx_path, precision=precision)
+    metadata = summarize_onnx(onnx_path).metadata
+    runtime = open_runtime("tensorrt", build.path, precision=build.precision, metadata=metadata)
+    images = sample_images(1, runtime.input_size)
+    reference = open_runtime("onnxruntime", onnx_path, providers=["CPUExecutionProvider"])
+    parity = check(runtime.run(images), reference.run(images), build.precision)
+    timing = time_callable(runtime.bind(images))
+    parts = np.asarray(timing.parts_s, np.float64) * 1e3
+    copy_in, compute, copy_out = (float(np.median(parts[:, i])) for i in range(3))
+    return EngineReport(build, parity, timing, copy_in, compute, copy_out)

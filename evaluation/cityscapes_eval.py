@@ -11,7 +11,7 @@ the same order as the official script, so the numbers agree to rounding (tested 
 
 Matching follows the official ``getPrediction``: the prediction of
 ``CITY_SEQ_FRAME_gtFine_labelIds.png`` is the one PNG under the prediction folder whose name
-starts with ``CITY_SEQ_FRAME``. Bad input raises ValueError naming the file.
+starts with ``CITY_SEQ_FRAME``. Bad input raises BadInput naming the file.
 
 The label ids, names and categories come from `utils.labels`; `LabelTables` only arranges them
 as the official script uses them (which ids are ignored, which have instances, and so on).
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.metrics import confusion_matrix
+from utils.errors import BadInput
 from utils.io import read_png, reuse_freed_buffers
 from utils.labels import (
     CATEGORIES,
@@ -183,14 +184,14 @@ def pair_stats(
     present = np.flatnonzero(size)
     label_of = present // INSTANCE_OFFSET
     if int(label_of.max()) >= num_ids:
-        raise ValueError(
+        raise BadInput(
             f"instance file {names[2]} holds instance id(s) "
             f"{present[label_of >= num_ids][:5].tolist()} of unknown labels"
         )
     keep = ~tables.ignored[label_of]
     no_instances = keep & (tables.instance_category_lut[label_of] == 255)
     if no_instances.any():
-        raise ValueError(
+        raise BadInput(
             f"instance file {names[2]} holds instance id(s) "
             f"{present[no_instances][:5].tolist()} of labels that have no instances"
         )
@@ -218,26 +219,26 @@ def _check_pair(
     names: tuple[str, str, str],
     num_ids: int,
 ) -> None:
-    """ValueError naming the file if the three maps differ in size or hold unknown label ids."""
+    """BadInput naming the file if the three maps differ in size or hold unknown label ids."""
     if pred.shape != gt.shape:
-        raise ValueError(
+        raise BadInput(
             f"prediction {names[0]} is {_size(pred)} but ground truth {names[1]} is "
             f"{_size(gt)}; write predictions at the ground truth's size"
         )
     if instances.shape != gt.shape:
-        raise ValueError(
+        raise BadInput(
             f"instance file {names[2]} is {_size(instances)} but ground truth "
             f"{names[1]} is {_size(gt)}"
         )
     if int(gt.max()) >= num_ids:
         bad = np.unique(gt[gt >= num_ids])[:5].tolist()
-        raise ValueError(
+        raise BadInput(
             f"ground truth {names[1]} holds unknown label id(s) {bad}; "
             f"Cityscapes label ids are 0..{num_ids - 1}"
         )
     if int(pred.max()) >= num_ids:
         bad = np.unique(pred[pred >= num_ids])[:5].tolist()
-        raise ValueError(
+        raise BadInput(
             f"prediction {names[0]} holds id(s) {bad} that are not Cityscapes label "
             f"ids (0..{num_ids - 1}); write label ids, or train ids with --train-ids"
         )
@@ -254,19 +255,19 @@ def _size(array: np.ndarray) -> str:
 def read_id_map(path: str | os.PathLike, what: str) -> np.ndarray:
     """An id map PNG (label, train or instance ids) as stored: 8/16 bit, 1 or 3 channels.
 
-    Decodes with `utils.io.read_png` (ValueError naming the file as `what`, and the fix, if it
+    Decodes with `utils.io.read_png` (BadInput naming the file as `what`, and the fix, if it
     fails). A palette prediction (`what` == "prediction") gives its indices, as PIL (and so the
     official script) reads it.
     """
     try:
         array = read_png(path, what)
-    except ValueError as exc:
+    except BadInput as exc:
         fix = (
             "write it again (predict.py writes label ids under labelIds/)"
             if what == "prediction"
             else "re-extract gtFine from the data set's archive"
         )
-        raise ValueError(f"{exc}; {fix}") from None
+        raise BadInput(f"{exc}; {fix}") from None
     if array.ndim == 3 and what == "prediction":
         array = _palette_indices(path, array)
     return array
@@ -284,7 +285,7 @@ def _palette_indices(path: str | os.PathLike, decoded: np.ndarray) -> np.ndarray
 
 
 def read_prediction(path: str | os.PathLike, train_ids: bool = False) -> np.ndarray:
-    """A prediction PNG as (H, W) uint8 label ids; ValueError naming the file for bad content.
+    """A prediction PNG as (H, W) uint8 label ids; BadInput naming the file for bad content.
 
     Args:
         path: single-channel PNG of label ids (or train ids 0..18 and 255 with `train_ids`).
@@ -292,14 +293,14 @@ def read_prediction(path: str | os.PathLike, train_ids: bool = False) -> np.ndar
     """
     pred = read_id_map(path, "prediction")
     if pred.ndim != 2:
-        raise ValueError(
+        raise BadInput(
             f"prediction {str(path)!r} has {pred.shape[2]} channels; write a "
             "single-channel (grayscale) PNG of label ids"
         )
     if pred.dtype != np.uint8:
         if int(pred.max()) > 255:
             bad = np.unique(pred[pred > 255])[:5].tolist()
-            raise ValueError(
+            raise BadInput(
                 f"prediction {str(path)!r} holds id(s) {bad} that are not "
                 "Cityscapes label ids (0..33)"
             )
@@ -308,7 +309,7 @@ def read_prediction(path: str | os.PathLike, train_ids: bool = False) -> np.ndar
         mapped = TRAIN_ID_TO_ID[pred]
         if int(mapped.max()) == 255:
             bad = np.unique(pred[mapped == 255])[:5].tolist()
-            raise ValueError(
+            raise BadInput(
                 f"prediction {str(path)!r} holds value(s) {bad} that are not train "
                 "ids (0..18, 255 for void); drop --train-ids if it holds label ids"
             )
@@ -322,7 +323,7 @@ def read_ground_truth(
     """The (H, W) label ids and instance ids of a ground-truth file and the instance file beside it.
 
     Raises:
-        ValueError: a file is unreadable or not single-channel (naming it).
+        BadInput: a file is unreadable or not single-channel (naming it).
     """
     if instances is None:
         instances = instance_path(ground_truth)
@@ -330,7 +331,7 @@ def read_ground_truth(
     inst = read_id_map(instances, "instance file")
     if gt.ndim != 2 or inst.ndim != 2:
         bad = ground_truth if gt.ndim != 2 else instances
-        raise ValueError(f"ground-truth file {str(bad)!r} is not a single-channel PNG")
+        raise BadInput(f"ground-truth file {str(bad)!r} is not a single-channel PNG")
     return gt, inst
 
 
@@ -372,11 +373,11 @@ def image_path(ground_truth: str | os.PathLike) -> Path:
 
 
 def ground_truth_files(root: str | os.PathLike, split: str = "val") -> list[str]:
-    """Sorted ``gtFine/{split}/*/*_gtFine_labelIds.png`` files; ValueError naming the folder."""
+    """Sorted ``gtFine/{split}/*/*_gtFine_labelIds.png`` files; BadInput naming the folder."""
     folder = Path(root) / "gtFine" / split
     files = sorted(str(p) for p in folder.glob(f"*/*{GT_SUFFIX}"))
     if not files:
-        raise ValueError(
+        raise BadInput(
             f"no ground truth '*{GT_SUFFIX}' under {str(folder)!r}; check -p/--path and --split"
         )
     return files
@@ -396,17 +397,17 @@ def match_predictions(
     A predict.py results folder (which holds a ``labelIds/`` subfolder) may be given directly.
 
     Raises:
-        ValueError: a missing or empty folder, a ground-truth file with no prediction or with
+        BadInput: a missing or empty folder, a ground-truth file with no prediction or with
             several, or a prediction that matches no ground-truth file (each names the file).
     """
     folder = Path(prediction_dir)
     if not folder.is_dir():
-        raise ValueError(f"prediction folder {str(folder)!r} does not exist")
+        raise BadInput(f"prediction folder {str(folder)!r} does not exist")
     if (folder / "labelIds").is_dir():
         folder = folder / "labelIds"
     predictions = sorted(str(p) for p in folder.rglob("*.png"))
     if not predictions:
-        raise ValueError(f"prediction folder {str(folder)!r} holds no PNG files")
+        raise BadInput(f"prediction folder {str(folder)!r} holds no PNG files")
     by_key: dict[str, list[str]] = {}
     for pred in predictions:
         by_key.setdefault(frame_key(pred), []).append(pred)
@@ -417,19 +418,19 @@ def match_predictions(
         wanted.add(key)
         found = by_key.get(key, [])
         if not found:
-            raise ValueError(
+            raise BadInput(
                 f"no prediction for ground truth {gt!r}: expected a PNG named "
                 f"{key}*.png under {str(folder)!r}"
             )
         if len(found) > 1:
-            raise ValueError(
+            raise BadInput(
                 f"several predictions for ground truth {gt!r}: {found[0]!r} and "
                 f"{found[1]!r}; keep one"
             )
         pairs.append((found[0], gt))
     for key, files in by_key.items():
         if key not in wanted:
-            raise ValueError(
+            raise BadInput(
                 f"prediction {files[0]!r} matches no ground-truth file "
                 f"(expected a CITY_SEQ_FRAME*.png name of the evaluated split)"
             )

@@ -1,7 +1,6 @@
 """Confusion matrices and the scores computed from them: one implementation for the whole project.
 
-`confusion_matrix` (NumPy) and `confusion_matrix_tf` (TensorFlow, usable inside `tf.function`,
-under XLA and in a `tf.distribute` replica context) count the same pixels:
+`confusion_matrix` (NumPy) counts the pixels:
 
 - rows are ground-truth classes, columns predicted classes, both `0..num_classes-1`;
 - a pixel whose ground truth is `ignore_index` (or any value outside `0..num_classes-1`) is not
@@ -11,8 +10,7 @@ under XLA and in a `tf.distribute` replica context) count the same pixels:
   (a void prediction, a label-id PNG) must be checked or mapped before it reaches these functions
   (evaluate.py checks every prediction file and names the one holding an unknown id).
 
-TensorFlow is imported inside `confusion_matrix_tf` only, so the evaluation path stays TF-free;
-the training loop (`training/`) is its one user.
+No TensorFlow here: the evaluation path stays TF-free.
 """
 
 from __future__ import annotations
@@ -109,47 +107,6 @@ def _in_range(values: np.ndarray, num_classes: int) -> np.ndarray:
     if values.dtype.kind not in "iu":
         raise ValueError(f"class ids must be integers, got dtype {values.dtype}")
     return (values >= 0) & (values < num_classes)
-
-
-def confusion_matrix_tf(
-    labels: Any, logits_or_preds: Any, num_classes: int = 19, ignore_index: int | None = 255
-) -> Any:
-    """TensorFlow version of `confusion_matrix`: an int64 (C, C) tensor, rows ground truth.
-
-    Static shapes only (no boolean masking): pixels that are not counted go to an extra bin that
-    is dropped, so the op runs under `tf.function`, with `jit_compile=True` and per replica in
-    `strategy.run` (sum the replicas' matrices with `strategy.reduce(SUM, ...)`).
-
-    Args:
-        labels: ground-truth ids, shape (N, H, W) or any shape S, integer dtype.
-        logits_or_preds: logits/probabilities of shape S + (C,) (argmax is taken over the last
-            axis) or predicted ids of shape S.
-        num_classes: C; ids outside `0..C-1` are not counted.
-        ignore_index: ground-truth value never counted (255 by default).
-
-    Returns:
-        tf.Tensor int64 of shape (C, C).
-    """
-    import tensorflow as tf  # here only: the NumPy evaluation path never imports TensorFlow
-
-    num_classes = int(num_classes)
-    labels = tf.convert_to_tensor(labels)
-    preds = tf.convert_to_tensor(logits_or_preds)
-    if (
-        preds.shape.rank is not None
-        and labels.shape.rank is not None
-        and preds.shape.rank == labels.shape.rank + 1
-    ):
-        preds = tf.argmax(preds, axis=-1, output_type=tf.int32)
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    preds = tf.reshape(tf.cast(preds, tf.int32), [-1])
-    valid = (labels >= 0) & (labels < num_classes) & (preds >= 0) & (preds < num_classes)
-    if ignore_index is not None and 0 <= ignore_index < num_classes:
-        valid &= tf.not_equal(labels, ignore_index)
-    size = num_classes * num_classes
-    index = tf.where(valid, labels * num_classes + preds, size)
-    counts = tf.math.bincount(index, minlength=size + 1, maxlength=size + 1, dtype=tf.int64)
-    return tf.reshape(counts[:size], [num_classes, num_classes])
 
 
 def scores_from_confusion(cm: np.ndarray) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from evaluation.cityscapes_eval import label_tables
 from evaluation.class_sets import class_confusion
+from utils.errors import BadInput
 from utils.io import atomic_path
 from utils.labels import DEFAULT_CLASS_SET, get_class_set
 
@@ -114,7 +115,7 @@ def plot_confusion(result: dict[str, Any], path: str | os.PathLike, title: str =
     _draw_colour_bar(canvas, left + _CELL * len(columns) + 16, top, top + _CELL * len(names))
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {str(path)!r}")
+            raise BadInput(f"cannot write {str(path)!r}; check the folder's free space")
 
 
 def _title_lines(title: str, width: int, lines: int = 2) -> list[str]:

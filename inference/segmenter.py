@@ -1,7 +1,8 @@
 """The segmenter: a trained model (Keras weights or an exported ONNX file) on photos of any size.
 
-An ONNX file runs through onnxruntime or OpenVINO (`backend`); with OpenVINO, the first batch
-also runs through onnxruntime and the two are compared (`parity`), judged by the caller's rule.
+The Keras model runs through the TF runtime, an ONNX file through a runtime of the registry
+(`inference.runtimes`, `--backend`); a runtime checked against a reference (OpenVINO against
+onnxruntime) runs its first batch through both, judged by the parity rule (`inference.parity`).
 
 The model runs at its input size; each photo is resized to it (area filter when shrinking,
 bilinear when enlarging) and the class scores are resized back to the photo's own size
@@ -12,7 +13,7 @@ mean softmax of the Monte Carlo samples for bayes_segnet), for calibration figur
 A model predicts the classes of a class set (`utils.labels.CLASS_SETS`, `--classes`): the one its
 weights file (``class_set`` attribute, written by train.py) or ONNX file (``classes`` metadata,
 else its number of output channels) records, cityscapes19 where nothing is recorded; asking for
-another is a ValueError naming both.
+another is a BadInput naming both.
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from inference.onnx_backend import onnx_session, run_onnx
-from inference.openvino_backend import Parity, compare_outputs, openvino_model, run_openvino
+from inference.parity import Parity, check
+from inference.runtimes import ONNX_RUNTIMES, entry, open_runtime, title
 from models import MODELS, get_info
 from models.bayes_segnet import mc_predict
-from models.trained import build_for_export
+from models.trained import build_inference_model
+from utils.errors import BadInput
 from utils.labels import (
     DEFAULT_CLASS_SET,
     ClassSet,
@@ -41,11 +43,6 @@ from utils.resize import resize_image, resize_map
 
 #: The input size when a model's recipe has no crop: Cityscapes' full resolution.
 FULL_SIZE = (1024, 2048)
-#: Runtimes of an exported ONNX file.
-ONNX_BACKENDS = ("onnxruntime", "openvino")
-#: parity_limits(precision, logit_scale) -> (max |logit diff|, min argmax agreement): the
-#: rule of deploy/checks.py's parity_thresholds, given by the caller (deploy is a floor above).
-ParityLimits = Callable[[str, float], tuple[float, float]]
 
 
 @dataclasses.dataclass
@@ -82,15 +79,16 @@ class Segmenter:
             `default_input_size(name)`.
         options: builder options (backbone, output_stride); with `onnx`, completed by the file's
             ``options`` metadata (a JSON object) where it has one.
-        onnx: an exported .onnx file to run through `backend` instead of Keras.
-        backend: onnxruntime or openvino (OpenVINO compiles the same file for the CPU).
-        parity_limits: with openvino, the rule its first batch must meet against onnxruntime
-            (ValueError naming the figures when broken); None: compared and kept in `parity`,
-            not judged.
+        onnx: an exported .onnx file to run through `runtime` instead of Keras.
+        runtime: a runtime of an ONNX file (inference.runtimes.ONNX_RUNTIMES). One that has a
+            reference runtime (OpenVINO: onnxruntime) runs its first batch through the reference
+            too, judged by the parity rule (inference.parity): BadInput naming the figures when
+            broken, the figures kept in `parity`.
         mc_samples: Monte Carlo dropout samples (bayes_segnet): adds an uncertainty map.
         seed: seed of the Monte Carlo dropout masks.
         classes: class set the model must predict (None: the one its file records, else
-            cityscapes19); a file that records another is a ValueError naming both.
+            cityscapes19); a file that records another is BadInput naming both.
+        threads: the runtime's intra-op threads (None: every core it may use).
     """
 
     def __init__(
@@ -102,66 +100,54 @@ class Segmenter:
         onnx: str | os.PathLike | None = None,
         mc_samples: int | None = None,
         seed: int = 0,
-        backend: str = "onnxruntime",
-        parity_limits: ParityLimits | None = None,
+        runtime: str = "onnxruntime",
         classes: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.options = dict(options or {})
         self.mc_samples = mc_samples
         self.seed = seed
-        self.session = None
         self.model = None
-        self.backend = backend if onnx is not None else "keras"
-        self.parity_limits = parity_limits
-        #: openvino: its first batch against onnxruntime's (None until then, or without it).
+        #: its first batch against the reference runtime's (None until then, or without one).
         self.parity: Parity | None = None
-        self._reference = None  # the onnxruntime session of the parity check
-        #: the ONNX file's metadata (convert_to_onnx.py writes it); empty for a Keras model
-        self.metadata: dict[str, str] = {}
-        if backend not in ONNX_BACKENDS:
-            raise ValueError(
-                f"--backend must be one of {', '.join(ONNX_BACKENDS)}; got {backend!r}"
+        self._reference_checked = False
+        if runtime not in ONNX_RUNTIMES:
+            raise BadInput(
+                f"--backend must be one of {', '.join(ONNX_RUNTIMES)}; got {runtime!r}"
             )
-        if backend != "onnxruntime" and onnx is None:
-            raise ValueError(f"--backend {backend} runs an exported file: give --onnx FILE")
+        if runtime != "onnxruntime" and onnx is None:
+            raise BadInput(f"--backend {runtime} runs an exported file: give --onnx FILE")
         if mc_samples is not None and onnx is not None:
-            raise ValueError("--mc-samples runs the Keras model; it cannot be combined with --onnx")
+            raise BadInput("--mc-samples runs the Keras model; it cannot be combined with --onnx")
         if onnx is not None:
-            if backend == "openvino":
-                self.session = openvino_model(onnx)
-                meta = self.session.metadata
-                static = list(self.session.input_shape)
-            else:
-                self.session = onnx_session(onnx)
-                meta = self.session.get_modelmeta().custom_metadata_map
-                static = self.session.get_inputs()[0].shape
+            self.runtime = open_runtime(runtime, onnx, threads=threads)
             self._onnx_path = str(onnx)
-            self.metadata = dict(meta)
+            meta = self.runtime.metadata
             name = _model_from_metadata(onnx, meta, name)
             for key, value in _options_from_metadata(onnx, meta).items():
                 self.options.setdefault(key, value)
         elif name is None:
-            raise ValueError(
+            raise BadInput(
                 "a Keras model needs its name (-m MODEL); only an ONNX file names its own"
             )
         self.info = get_info(name)
         self.name = name
         if mc_samples is not None and name != "bayes_segnet":
-            raise ValueError(
+            raise BadInput(
                 f"--mc-samples is for bayes_segnet (Monte Carlo dropout); got model {name!r}"
             )
-        if self.session is not None:
-            layout_nchw = meta.get("layout") == "NCHW"
-            dims = static[2:4] if layout_nchw else static[1:3]
-            onnx_size = tuple(dims) if all(isinstance(d, int) for d in dims) else None
-            onnx_size = onnx_size or _size_from_metadata(meta)
+        if onnx is not None:
+            meta = self.runtime.metadata
+            onnx_size = self.runtime.input_size or _size_from_metadata(meta)
             if input_size is not None and onnx_size is not None and tuple(input_size) != onnx_size:
-                raise ValueError(
+                raise BadInput(
                     f"ONNX file {str(onnx)!r} takes {onnx_size[0]}x{onnx_size[1]} "
                     f"images; got -t {input_size[0]},{input_size[1]}"
                 )
             self.input_size = tuple(input_size or onnx_size or default_input_size(name))
-            recorded = meta.get("classes") or _classes_of_outputs(self.session, backend)
+            channels = self.runtime.output_channels
+            implied = class_set_with(channels) if channels is not None else None
+            recorded = meta.get("classes") or (implied.name if implied is not None else None)
             self.class_set = _checked_class_set(classes, recorded, f"ONNX file {str(onnx)!r}")
         else:
             self.input_size = tuple(int(s) for s in (input_size or default_input_size(name)))
@@ -170,7 +156,17 @@ class Segmenter:
             extra = {}
             if self.class_set.num_classes != 19:  # build_model's default
                 extra["num_classes"] = self.class_set.num_classes
-            self.model = build_for_export(name, self.input_size, weights, **self.options, **extra)
+            self.model = build_inference_model(
+                name, self.input_size, weights, **self.options, **extra
+            )
+            self.runtime = open_runtime("tf", self.model, threads=threads)
+        #: the ONNX file's metadata (convert_to_onnx.py writes it); empty for a Keras model
+        self.metadata: dict[str, str] = dict(self.runtime.metadata)
+
+    @property
+    def backend(self) -> str:
+        """The runtime's name (keras for the Keras model, as the command lines say it)."""
+        return "keras" if self.model is not None else self.runtime.name
 
     @property
     def gives_scores(self) -> bool:
@@ -185,37 +181,27 @@ class Segmenter:
 
         With `probabilities`, each result has the class probabilities at the photo's size: the
         softmax of the bilinearly resized scores (their argmax is the prediction), or the
-        resized mean softmax of the Monte Carlo samples. ValueError for an ``--argmax`` export,
+        resized mean softmax of the Monte Carlo samples. BadInput for an ``--argmax`` export,
         which gives no scores.
         """
         if not images:
             return []
         if probabilities and not self.gives_scores:
-            raise ValueError(
+            raise BadInput(
                 f"ONNX file {self._onnx_path!r} gives label ids (exported with --argmax), not "
                 "class scores; export it without --argmax for probabilities"
             )
         batch = np.stack([resize_image(image, self.input_size) for image in images])
         batch = batch.astype(np.float32)
         uncertainty = None
-        if self.session is not None:
-            fixed = self._static_batch()
-            step = fixed if isinstance(fixed, int) and fixed > 0 else len(batch)
-            run = run_openvino if self.backend == "openvino" else run_onnx
-            scores = np.concatenate(
-                [run(self.session, batch[i : i + step]) for i in range(0, len(batch), step)]
-            )
-            if self.backend == "openvino" and self.parity is None:
-                self._check_parity(batch[:step], scores[:step])
-        elif self.mc_samples is not None:
+        if self.mc_samples is not None:
             scores, uncertainty = mc_predict(
                 self.model, batch, samples=self.mc_samples, seed=self.seed
             )
         else:
-            scores = self.model.predict_on_batch(batch)
-            if isinstance(scores, (list, tuple)):
-                scores = scores[0]
-            scores = np.asarray(scores)
+            scores = self.runtime.run(batch)
+            if not self._reference_checked:
+                self._check_parity(batch, scores)
         results = []
         for i, image in enumerate(images):
             size = image.shape[:2]
@@ -237,27 +223,24 @@ class Segmenter:
             results.append(Prediction(train_ids, unc, probs))
         return results
 
-    def _static_batch(self) -> int | None:
-        """The ONNX file's fixed batch size, or None when it is dynamic."""
-        if self.backend == "openvino":
-            return self.session.input_shape[0]
-        fixed = self.session.get_inputs()[0].shape[0]
-        return fixed if isinstance(fixed, int) else None
-
     def _check_parity(self, batch: np.ndarray, scores: np.ndarray) -> None:
-        """OpenVINO's first batch against onnxruntime's (CPU) on the same images."""
-        if self._reference is None:
-            self._reference = onnx_session(self._onnx_path, providers=["CPUExecutionProvider"])
-        reference = run_onnx(self._reference, batch)
-        self.parity = compare_outputs(scores, reference)
-        if self.parity_limits is None:
+        """The first batch against the reference runtime's (onnxruntime on the CPU) on the same
+        images, judged by the parity rule; nothing for a runtime that is its own reference."""
+        self._reference_checked = True
+        reference = entry(self.runtime.name).reference
+        if reference is None or self.model is not None:
             return
-        precision = self.session.metadata.get("precision", "float32")
-        errors = self.parity.errors(*self.parity_limits(precision, self.parity.logit_scale))
-        if errors:
-            raise ValueError(
-                f"OpenVINO's output for {self._onnx_path!r} differs from onnxruntime's on the "
-                f"first batch: {'; '.join(errors)}; run it with --backend onnxruntime"
+        step = self.runtime.batch or len(batch)
+        ref_runtime = open_runtime(
+            reference, self._onnx_path, providers=["CPUExecutionProvider"]
+        )
+        expected = ref_runtime.run(batch[:step])
+        self.parity = check(scores[:step], expected, self.runtime.precision)
+        if self.parity.errors:
+            raise BadInput(
+                f"{title(self.runtime.name)}'s output for {self._onnx_path!r} differs from "
+                f"{title(reference)}'s on the first batch: {'; '.join(self.parity.errors)}; "
+                f"run it with --backend {reference}"
             )
 
 
@@ -275,31 +258,11 @@ def _checked_class_set(asked: str | None, recorded: str | None, source: str) -> 
     if recorded is not None:
         get_class_set(recorded)  # a name this suite does not know is an error naming it
     if asked is not None and recorded is not None and asked != recorded:
-        raise ValueError(
+        raise BadInput(
             f"{source} holds a model of --classes {recorded}, not --classes {asked}: give "
             f"--classes {recorded} or leave --classes out"
         )
     return get_class_set(asked or recorded or DEFAULT_CLASS_SET)
-
-
-def _classes_of_outputs(session: Any, backend: str) -> str | None:
-    """The class set an ONNX file's output channels imply (19, 7 or 20), None if not fixed
-    (or an --argmax export, which has no channel axis)."""
-    try:
-        if backend == "openvino":
-            shape = session.compiled.outputs[0].get_partial_shape()
-            dims = [d.get_length() if d.is_static else None for d in shape]
-            nchw = session.nchw
-        else:
-            dims = session.get_outputs()[0].shape
-            nchw = session.get_modelmeta().custom_metadata_map.get("layout") == "NCHW"
-    except (AttributeError, IndexError, TypeError):
-        return None
-    if len(dims) != 4:
-        return None
-    channels = dims[1] if nchw else dims[3]
-    found = class_set_with(channels) if isinstance(channels, int) else None
-    return found.name if found is not None else None
 
 
 def _model_from_metadata(onnx: str | os.PathLike, meta: dict[str, str], name: str | None) -> str:
@@ -309,13 +272,13 @@ def _model_from_metadata(onnx: str | os.PathLike, meta: dict[str, str], name: st
         recorded = None  # exported from a keras.Model of another name: only -m can say
     if name is None:
         if recorded is None:
-            raise ValueError(
+            raise BadInput(
                 f"ONNX file {str(onnx)!r} does not name a registered model in its metadata "
                 f"(got {meta.get('model')!r}); give -m MODEL, one of {', '.join(sorted(MODELS))}"
             )
         return recorded
     if recorded is not None and recorded != name:
-        raise ValueError(
+        raise BadInput(
             f"ONNX file {str(onnx)!r} was exported from model {recorded!r} (its metadata); "
             f"got -m {name}: give -m {recorded} or leave -m out"
         )
@@ -332,7 +295,7 @@ def _options_from_metadata(onnx: str | os.PathLike, meta: dict[str, str]) -> dic
     except ValueError:
         options = None
     if not isinstance(options, dict):
-        raise ValueError(
+        raise BadInput(
             f"ONNX file {str(onnx)!r} has unreadable 'options' metadata {text!r}; "
             "export it again with convert_to_onnx.py"
         )

@@ -41,6 +41,7 @@ from models.layers import (
     normalize_input,
 )
 from models.loading import load_weights_option
+from utils.errors import BadInput
 
 #: Output widths of the encoder's conv layers, stage by stage (VGG16).
 ENCODER: tuple[tuple[int, ...], ...] = (
@@ -142,7 +143,7 @@ def _monte_carlo_model(model: keras.Model, seed: int | None) -> keras.Model:
 
     mc_model = keras.models.clone_model(model, clone_function=clone)
     if not replaced:
-        raise ValueError(
+        raise BadInput(
             f"model {model.name!r} has no Dropout layers, so Monte Carlo dropout sampling "
             "would return the same prediction every time; use a Bayesian model (bayes_segnet)"
         )
@@ -179,7 +180,7 @@ def mc_predict(
     import tensorflow as tf
 
     if isinstance(samples, bool) or not isinstance(samples, int | np.integer) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        raise BadInput(f"samples must be a positive integer, got {samples!r}")
     if uncertainty not in UNCERTAINTIES:
         raise ValueError(f"uncertainty must be one of {UNCERTAINTIES}, got {uncertainty!r}")
     images = np.asarray(images, dtype="float32")

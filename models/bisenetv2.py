@@ -58,6 +58,7 @@ from keras import layers
 
 from models.info import BatchNorm, ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
+from utils.errors import BadInput
 
 #: Total downsampling: the semantic branch ends at 1/32.
 SIZE_MULTIPLE = 32
@@ -211,14 +212,14 @@ def build_bisenetv2(
             1/16, 1/32), each at the input size (loss weights INFO.aux_weights, 1 each).
         weights: None (random initialisation) or the path of a Keras weights file saved from
             this model. The authors' ImageNet-pretrained backbone is a PyTorch checkpoint, so
-            "imagenet" raises ValueError.
+            "imagenet" raises BadInput.
 
     Returns:
         A keras.Model from images to float32 logits (N, H, W, num_classes), or with aux=True
         the list [main, aux2, aux3, aux4, aux5_4] of such logits.
     """
     if weights == "imagenet":
-        raise ValueError(
+        raise BadInput(
             "bisenetv2 has no Keras ImageNet weights (the authors' backbone is a PyTorch "
             "checkpoint); pass weights=None or the path of a Keras .weights.h5 file of this model"
         )

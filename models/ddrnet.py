@@ -44,6 +44,7 @@ from models.layers import (
     residual_stage,
     resize_to,
 )
+from utils.errors import BadInput
 
 #: Total downsampling: the low-resolution branch ends at 1/64 (DAPPM runs there).
 SIZE_MULTIPLE = 64
@@ -58,7 +59,7 @@ BLOCKS = (2, 2, 2, 2)
 
 
 def _resolve_variant(variant: str | None) -> str:
-    """The variant key ("23-slim", "23"); ValueError naming the valid ones otherwise."""
+    """The variant key ("23-slim", "23"); BadInput naming the valid ones otherwise."""
     return variant_key("ddrnet", variant, VARIANTS, INFO.default_variant, ("ddrnet-", "ddrnet_"))
 
 
@@ -78,7 +79,7 @@ def build_ddrnet(
             bilateral fusion (cross-entropy, loss weight INFO.aux_weights = (0.4,)).
         weights: None (random initialisation) or the path of a Keras weights file saved from
             this model and variant. The authors' ImageNet weights are PyTorch checkpoints, so
-            "imagenet" raises ValueError.
+            "imagenet" raises BadInput.
         variant: "23-slim" (default) or "23".
 
     Returns:
@@ -89,7 +90,7 @@ def build_ddrnet(
     planes, spp_planes, head_planes = VARIANTS[key]
     high = planes * 2
     if weights == "imagenet":
-        raise ValueError(
+        raise BadInput(
             "ddrnet has no Keras ImageNet weights (the authors' are PyTorch checkpoints); "
             "pass weights=None or the path of a Keras .weights.h5 file of this model"
         )

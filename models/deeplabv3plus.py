@@ -25,6 +25,7 @@ from models.layers import (
     resize_to,
     separable_conv_bn_relu,
 )
+from utils.errors import BadInput
 
 BACKBONES = ("mobilenetv2", "xception")
 OUTPUT_STRIDES = (8, 16)
@@ -72,13 +73,13 @@ def build_deeplabv3plus(
         A keras.Model giving float32 logits (N, H, W, num_classes).
     """
     if backbone not in BACKBONES:
-        raise ValueError(f"deeplabv3+ backbone must be one of {BACKBONES}; got {backbone!r}")
+        raise BadInput(f"deeplabv3+ backbone must be one of {BACKBONES}; got {backbone!r}")
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
+        raise BadInput(
             f"deeplabv3+ output_stride must be one of {OUTPUT_STRIDES}; got {output_stride!r}"
         )
     if backbone == "xception" and weights is not None:
-        raise ValueError(
+        raise BadInput(
             f"no pretrained weights exist in Keras for aligned Xception-65; pass "
             f"weights=None or use backbone='mobilenetv2'; got weights={weights!r}"
         )

@@ -57,6 +57,7 @@ from models.layers import (
     normalize_input,
     resize_to,
 )
+from utils.errors import BadInput
 
 HEADS = ("encnet", "psp", "aspp")
 JPU_WIDTH = 512
@@ -226,9 +227,9 @@ def build_fastfcn(
         with aux=True the list [main_logits, aux_logits].
     """
     if backbone not in RESNETS:
-        raise ValueError(f"fastfcn backbone must be one of {sorted(RESNETS)}; got {backbone!r}")
+        raise BadInput(f"fastfcn backbone must be one of {sorted(RESNETS)}; got {backbone!r}")
     if head not in _HEAD_BUILDERS:
-        raise ValueError(f"fastfcn head must be one of {list(HEADS)}; got {head!r}")
+        raise BadInput(f"fastfcn head must be one of {list(HEADS)}; got {head!r}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be positive; got {num_classes!r}")
     height, width = int(input_shape[0]), int(input_shape[1])

@@ -36,6 +36,7 @@ from keras import layers
 from models.backbones.hrnet import HRNET_CONFIGS, hrnet_concat, hrnet_features
 from models.info import BatchNorm, ModelInfo, Published, Recipe
 from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
+from utils.errors import BadInput
 
 OCR_MID_CHANNELS = 512
 OCR_KEY_CHANNELS = 256
@@ -107,16 +108,16 @@ def _resolve_width(width: int | None, backbone: str | None) -> int:
     alias = None
     if backbone is not None:
         if str(backbone).lower() not in BACKBONE_WIDTHS:
-            raise ValueError(
+            raise BadInput(
                 f"hrnet_ocr backbone must be one of {sorted(BACKBONE_WIDTHS)}; got {backbone!r}"
             )
         alias = BACKBONE_WIDTHS[str(backbone).lower()]
     if width is None:
         return 48 if alias is None else alias
     if isinstance(width, bool) or not isinstance(width, int) or width not in HRNET_CONFIGS:
-        raise ValueError(f"hrnet_ocr width must be one of {sorted(HRNET_CONFIGS)}; got {width!r}")
+        raise BadInput(f"hrnet_ocr width must be one of {sorted(HRNET_CONFIGS)}; got {width!r}")
     if alias is not None and alias != width:
-        raise ValueError(f"hrnet_ocr width {width!r} contradicts backbone {backbone!r}")
+        raise BadInput(f"hrnet_ocr width {width!r} contradicts backbone {backbone!r}")
     return width
 
 
@@ -136,7 +137,7 @@ def build_hrnet_ocr(
         aux: also return the soft object region logits (auxiliary loss weight 0.4).
         weights: None (random initialisation) or the path of a Keras weights file
             (`.weights.h5`) saved from this same model and configuration. There are no Keras
-            ImageNet HRNet weights, so "imagenet" raises ValueError.
+            ImageNet HRNet weights, so "imagenet" raises BadInput.
         width: 48 (HRNetV2-W48, default) or 18 (HRNetV2-W18-Small-v2).
         backbone: alias of width for the CLI's --backbone: "w48" or "w18".
 
@@ -148,7 +149,7 @@ def build_hrnet_ocr(
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be positive; got {num_classes!r}")
     if weights == "imagenet":
-        raise ValueError(
+        raise BadInput(
             "hrnet_ocr has no Keras ImageNet weights (the official ones are PyTorch checkpoints); "
             "pass weights=None or the path of a Keras .weights.h5 file of this model"
         )

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from utils.errors import BadInput
+
 if TYPE_CHECKING:
     import keras
 
@@ -182,7 +184,7 @@ def variant_key(
     model: str, variant: str | None, variants: Any, default: str, prefixes: tuple[str, ...] = ()
 ) -> str:
     """The key of `variant` among `variants` (None: `default`): lowercased, `prefixes` (e.g.
-    "pidnet-") dropped, "_" read as "-" for keys that use "-"; ValueError naming the valid
+    "pidnet-") dropped, "_" read as "-" for keys that use "-"; BadInput naming the valid
     keys otherwise."""
     if variant is None:
         return default
@@ -192,5 +194,5 @@ def variant_key(
     if key not in variants and key.replace("_", "-") in variants:
         key = key.replace("_", "-")
     if key not in variants:
-        raise ValueError(f"{model} variant must be one of {', '.join(variants)}; got {variant!r}")
+        raise BadInput(f"{model} variant must be one of {', '.join(variants)}; got {variant!r}")
     return key

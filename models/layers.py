@@ -11,6 +11,8 @@ import math
 import keras
 from keras import layers
 
+from utils.errors import BadInput
+
 #: Normalisations a model's first layer can apply to [0, 255] RGB input: name -> (mean, std).
 #: "imagenet" is the torchvision/Keras-applications "torch" mode; "tf" maps to [-1, 1];
 #: "unit" maps to [0, 1].
@@ -24,7 +26,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 def check_input_size(
     name: str, height: int, width: int, multiple: int, minimum: int | None = None
 ) -> None:
-    """Raise ValueError naming the nearest valid sizes unless H and W are multiples of `multiple`."""
+    """Raise BadInput naming the nearest valid sizes unless H and W are multiples of `multiple`."""
     minimum = minimum or multiple
     ok = height % multiple == 0 and width % multiple == 0 and min(height, width) >= minimum
 
@@ -36,7 +38,7 @@ def check_input_size(
     if not ok:
         hs, ws = nearest(height), nearest(width)
         options = ", ".join(f"{h}x{w}" for h in hs for w in ws)
-        raise ValueError(
+        raise BadInput(
             f"{name} needs height and width that are multiples of {multiple} "
             f"(at least {minimum}); got {height}x{width}. Nearest valid sizes: {options} "
             f"(resize or pad your images, or pass -t/--target-size with one of them)"

@@ -2,7 +2,7 @@
 
 One set of rules for a trained weights file (:func:`check_weights_file`) serves the builders'
 ``weights`` option (:func:`load_weights_option`) and the strict loader behind predict, evaluate
-and export (:func:`load_weights_strict`, used by ``models.trained.build_for_export``). Imports no
+and export (:func:`load_weights_strict`, used by ``models.trained.build_inference_model``). Imports no
 model file, so every model file may import it.
 """
 
@@ -18,9 +18,27 @@ from typing import Any
 
 import keras
 
+from utils.errors import BadInput
+
 #: Endings of the files Keras' load_weights reads: ``.weights.h5`` (and legacy ``.h5``) from
 #: ``model.save_weights``, ``.keras`` from ``model.save``.
 WEIGHTS_SUFFIXES = (".h5", ".keras")
+
+#: What Keras (3.15) raises when it loads a weights file that is corrupt or of another model:
+#: OSError (h5py cannot open it: not HDF5, truncated), ValueError (layer count or shape
+#: mismatch, an ending Keras does not read), KeyError (an HDF5 file without the groups Keras
+#: looks for), zipfile.BadZipFile (a ``.keras`` file that is not a zip archive).
+WEIGHTS_FILE_ERRORS = (OSError, ValueError, KeyError, zipfile.BadZipFile)
+
+
+def weights_unavailable(error: BaseException) -> bool:
+    """Whether `error` is Keras failing to get or read a weights file (the user can fix it).
+
+    Besides `WEIGHTS_FILE_ERRORS` for the file, ``keras.utils.get_file`` (the download of
+    ``weights="imagenet"``) re-raises an HTTP or network failure as a plain ``Exception``
+    (keras/src/utils/file_utils.py), so exactly that type counts too; its subclasses (bugs) do not.
+    """
+    return type(error) is Exception or isinstance(error, WEIGHTS_FILE_ERRORS)
 
 
 def all_layers(model: keras.Layer) -> list[keras.Layer]:
@@ -32,7 +50,7 @@ def all_layers(model: keras.Layer) -> list[keras.Layer]:
 
 
 def check_weights_file(weights: str | os.PathLike, what: str = "the model") -> Path:
-    """`weights` as a Path once it names an existing Keras weights file; ValueError otherwise.
+    """`weights` as a Path once it names an existing Keras weights file; BadInput otherwise.
 
     The rules every trained weights file meets: a path (the string "imagenet" is not one: the
     models that take this file have no pretrained weights), an existing file, a ``.weights.h5``
@@ -43,18 +61,18 @@ def check_weights_file(weights: str | os.PathLike, what: str = "the model") -> P
         what: how to name the model in error messages (e.g. "unet at 512x1024").
     """
     if not isinstance(weights, str | os.PathLike) or str(weights) == "imagenet":
-        raise ValueError(
+        raise BadInput(
             f"{what} has no pretrained weights to download; pass weights=None or "
             f"the path of a .weights.h5 file, got {weights!r}"
         )
     path = Path(weights)
     if not path.is_file():
-        raise ValueError(
+        raise BadInput(
             f"weights file {str(path)!r} for {what} not found; pass the .weights.h5 or .keras "
             "file that train.py wrote"
         )
     if not path.name.endswith(WEIGHTS_SUFFIXES):
-        raise ValueError(f"weights file {str(path)!r} must be a .weights.h5 or .keras file")
+        raise BadInput(f"weights file {str(path)!r} must be a .weights.h5 or .keras file")
     return path
 
 
@@ -93,11 +111,11 @@ def _h5_shapes(path: Path) -> list[tuple[int, ...]]:
 
 
 def _check_shapes(model: keras.Model, path: Path, what: str) -> None:
-    """ValueError unless the arrays stored in `path` are exactly those of `model` (by shape)."""
+    """BadInput unless the arrays stored in `path` are exactly those of `model` (by shape)."""
     try:
         stored = _h5_shapes(path)
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(
+        raise BadInput(
             f"weights file {str(path)!r} is not a readable Keras weights file ({exc})"
         ) from exc
     expected = [tuple(int(d) for d in w.shape) for w in model.weights]
@@ -109,7 +127,7 @@ def _check_shapes(model: keras.Model, path: Path, what: str) -> None:
             if missing
             else f"first unexpected shape {next(iter(extra))}"
         )
-        raise ValueError(
+        raise BadInput(
             f"weights file {str(path)!r} holds {len(stored)} arrays but {what} has "
             f"{len(expected)} ({detail}): it was saved from another model, backbone, output "
             "stride or input size; pass the matching -m/--backbone/--output-stride/-t"
@@ -119,7 +137,7 @@ def _check_shapes(model: keras.Model, path: Path, what: str) -> None:
 def load_weights_strict(
     model: keras.Model, path: str | os.PathLike, what: str = "the model"
 ) -> None:
-    """Load trained weights, raising ValueError unless every array matches `model` exactly.
+    """Load trained weights, raising BadInput unless every array matches `model` exactly.
 
     Keras' ``load_weights`` only warns when a file holds fewer layers than the model, which would
     export a half-initialised graph; this checks the file (:func:`check_weights_file`), compares
@@ -139,10 +157,10 @@ def load_weights_strict(
             model.load_weights(str(path))
         except ValueError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise ValueError(f"weights file {str(path)!r} does not fit {what}: {first}") from exc
+            raise BadInput(f"weights file {str(path)!r} does not fit {what}: {first}") from exc
     skipped = [str(w.message) for w in caught if "skipping" in str(w.message).lower()]
     if skipped:
-        raise ValueError(f"weights file {str(path)!r} does not fit {what}: {skipped[0]}")
+        raise BadInput(f"weights file {str(path)!r} does not fit {what}: {skipped[0]}")
 
 
 def is_float32(model: keras.Layer) -> bool:

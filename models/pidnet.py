@@ -61,6 +61,7 @@ from models.layers import (
     residual_stage,
     resize_to,
 )
+from utils.errors import BadInput
 
 #: Total downsampling: the I branch ends at 1/64 (its pyramid pooling runs there).
 SIZE_MULTIPLE = 64
@@ -141,7 +142,7 @@ def _bag(p, i, d, filters: int, light: bool, name: str = "dfm") -> keras.KerasTe
 
 
 def _resolve_variant(variant: str | None) -> str:
-    """The variant key ("s", "m", "l"); ValueError naming the valid ones otherwise."""
+    """The variant key ("s", "m", "l"); BadInput naming the valid ones otherwise."""
     return variant_key("pidnet", variant, VARIANTS, INFO.default_variant, ("pidnet-", "pidnet_"))
 
 
@@ -162,7 +163,7 @@ def build_pidnet(
             INFO.aux_weights = (0.4, 20.0)).
         weights: None (random initialisation) or the path of a Keras weights file saved from
             this model and variant. The authors' ImageNet weights are PyTorch checkpoints, so
-            "imagenet" raises ValueError.
+            "imagenet" raises BadInput.
         variant: "s" (default), "m" or "l".
 
     Returns:
@@ -172,7 +173,7 @@ def build_pidnet(
     key = _resolve_variant(variant)
     m, n, planes, ppm_planes, head_planes = VARIANTS[key]
     if weights == "imagenet":
-        raise ValueError(
+        raise BadInput(
             "pidnet has no Keras ImageNet weights (the authors' are PyTorch checkpoints); "
             "pass weights=None or the path of a Keras .weights.h5 file of this model"
         )

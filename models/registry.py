@@ -25,6 +25,7 @@ from models import (
 )
 from models.info import ModelInfo
 from models.loading import all_layers
+from utils.errors import BadInput
 
 MODELS: dict[str, ModelInfo] = {
     info.name: info
@@ -45,9 +46,9 @@ MODELS: dict[str, ModelInfo] = {
 
 
 def get_info(name: str) -> ModelInfo:
-    """The ModelInfo of `name`; ValueError listing the valid names otherwise."""
+    """The ModelInfo of `name`; BadInput listing the valid names otherwise."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+        raise BadInput(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name]
 
 
@@ -64,7 +65,7 @@ def build_model(
     (`ModelInfo.batch_norm`); `bn_momentum` overrides the momentum.
 
     Options that are None are dropped so argparse defaults fall through to the builder's own.
-    Raises ValueError for an unknown name, an unknown option or a size the model cannot take
+    Raises BadInput for an unknown name, an unknown option or a size the model cannot take
     (naming the nearest sizes it can).
     """
     info = get_info(name)
@@ -72,12 +73,12 @@ def build_model(
     allowed = {"aux", "weights", *info.options}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(
+        raise BadInput(
             f"model {name!r} takes no option {unknown[0]!r}; it takes {', '.join(sorted(allowed))}"
         )
     height, width = int(input_shape[0]), int(input_shape[1])
     if len(input_shape) == 3 and input_shape[2] != 3:
-        raise ValueError(f"models take RGB images with 3 channels; got input shape {input_shape!r}")
+        raise BadInput(f"models take RGB images with 3 channels; got input shape {input_shape!r}")
     model = info.builder(input_shape=(height, width, 3), num_classes=num_classes, **options)
     set_batch_norm(model, info, bn_momentum)
     return model
@@ -93,7 +94,7 @@ def set_batch_norm(model: keras.Model, info: ModelInfo, momentum: float | None =
     spec = info.batch_norm
     momentum = spec.momentum if momentum is None else float(momentum)
     if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"batch-norm momentum must be in [0, 1), got {momentum!r}")
+        raise BadInput(f"batch-norm momentum must be in [0, 1), got {momentum!r}")
     count = 0
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):

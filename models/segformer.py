@@ -30,7 +30,7 @@ All: patch sizes 7, 3, 3, 3, strides 4, 2, 2, 2 (1/4 to 1/32), sequence-reductio
 
 Pretrained weights: keras-hub's presets (`MiTBackbone.from_preset("mit_b0_cityscapes_1024")`)
 are downloaded from Kaggle on first use, which this suite's machines cannot do, so
-weights="imagenet" raises ValueError; a Keras weights file of this model loads with
+weights="imagenet" raises BadInput; a Keras weights file of this model loads with
 weights=PATH.
 """
 
@@ -49,6 +49,7 @@ from keras_hub.src.models.mit.mit_layers import (
 
 from models.info import BatchNorm, ModelInfo, Published, Recipe, variant_key
 from models.layers import check_input_size, logits_output, normalize_input, resize_to
+from utils.errors import BadInput
 
 #: Total downsampling: the last MiT stage is at 1/32 (and its sequence reduction needs it).
 SIZE_MULTIPLE = 32
@@ -277,7 +278,7 @@ def mit_config(variant: str, image_shape: tuple[int, int, int]) -> dict:
 
 
 def _resolve_variant(variant: str | None) -> str:
-    """The variant key ("b0".."b5"); ValueError naming the valid ones otherwise."""
+    """The variant key ("b0".."b5"); BadInput naming the valid ones otherwise."""
     return variant_key(
         "segformer", variant, VARIANTS, INFO.default_variant, ("segformer-", "mit-", "mit_")
     )
@@ -299,7 +300,7 @@ def build_segformer(
             the model returns its one output either way.
         weights: None (random initialisation) or the path of a Keras weights file saved from
             this model and variant. "imagenet" (keras-hub's MiT presets) needs a download
-            from Kaggle that these machines cannot make, so it raises ValueError.
+            from Kaggle that these machines cannot make, so it raises BadInput.
         variant: "b0" (default) to "b5".
 
     Returns:
@@ -308,7 +309,7 @@ def build_segformer(
     del aux  # no auxiliary heads (the paper trains the decoder's output only)
     key = _resolve_variant(variant)
     if weights == "imagenet":
-        raise ValueError(
+        raise BadInput(
             "segformer's pretrained MiT weights are keras-hub presets downloaded from Kaggle "
             "(MiTBackbone.from_preset), which needs network access; pass weights=None or the "
             "path of a Keras .weights.h5 file of this model"

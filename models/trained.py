@@ -12,11 +12,12 @@ from typing import Any
 
 import keras
 
-from models.loading import check_weights_file, load_weights_strict
+from models.layers import MaxUnpooling2D
+from models.loading import all_layers, check_weights_file, load_weights_strict
 from models.registry import build_model, get_info
 
 
-def build_for_export(
+def build_inference_model(
     name: str,
     input_size: Sequence[int],
     weights: str | os.PathLike | None = None,
@@ -59,3 +60,10 @@ def build_for_export(
         return model
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def jumps_at_pooling_ties(model: keras.Model) -> bool:
+    """True when the model's outputs jump at pooling ties (it unpools with argmax positions),
+    so that its parity with another runtime is judged on argmax agreement alone
+    (inference.parity)."""
+    return any(isinstance(layer, MaxUnpooling2D) for layer in all_layers(model))

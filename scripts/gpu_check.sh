@@ -141,7 +141,7 @@ fi
 for model in "${models[@]}"; do
     for precision in fp32 fp16; do
         flag=()
-        [[ "$precision" == fp16 ]] && flag=(--fp16)
+        [[ "$precision" == fp16 ]] && flag=(--precision fp16)
         name="trt_${model//+/plus}_${precision}"
         if ((trt || DRY)); then
             step "$name" "$name.log" "$share" "$PYTHON" convert_to_onnx.py -m "$model" -t "$SIZE" \

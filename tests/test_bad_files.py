@@ -305,6 +305,7 @@ def test_skip_bad_all_files_bad_stops_instead_of_looping(tmp_path, tiny_root):
 
 def test_guard_frees_what_the_failed_frames_held():
     from utils.cli import guard
+    from utils.errors import BadInput
 
     class Resource:
         pass
@@ -314,7 +315,7 @@ def test_guard_frees_what_the_failed_frames_held():
     def inner() -> None:
         held = Resource()
         refs.append(weakref.ref(held))
-        raise ValueError("bad value 'x'; pass another")
+        raise BadInput("bad value 'x'; pass another")
 
     @guard
     def main() -> None:

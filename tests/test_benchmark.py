@@ -199,11 +199,11 @@ def test_rows_round_trip_and_csv_columns_are_row_fields():
 def test_default_backends_are_onnxruntime_and_openvino():
     """The default CPU table sets onnxruntime and OpenVINO side by side (where it is installed)."""
     from bench.latency import DEFAULT_BACKENDS, resolve_backends
-    from inference.openvino_backend import openvino_missing
+    from inference.runtimes import available
 
     assert benchmark.build_parser().parse_args([]).backends is None
     assert DEFAULT_BACKENDS == ("onnxruntime", "openvino")
-    want = ["onnxruntime"] if openvino_missing() else ["onnxruntime", "openvino"]
+    want = ["onnxruntime"] if available("openvino") else ["onnxruntime", "openvino"]
     assert resolve_backends(None) == want
     assert resolve_backends(["tf", "onnxruntime"]) == ["tf", "onnxruntime"]
     assert benchmark.build_parser().parse_args(["--backends", "openvino"]).backends == ["openvino"]
@@ -226,6 +226,29 @@ def test_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and message in err
     assert not list(tmp_path.iterdir()), "nothing is written on bad input"
+
+
+def test_options_repeat_the_library_defaults_and_stay_light(repo_root):
+    """bench.options (benchmark.py's parser) repeats the defaults of bench.latency, which
+    imports numpy, and imports neither numpy nor TensorFlow itself."""
+    import subprocess
+    import sys
+
+    from bench import latency, options
+    from inference.runtimes import PRECISIONS, RUNTIME_NAMES
+
+    assert options.DEFAULT_OUTPUT_DIR == latency.DEFAULT_OUTPUT_DIR
+    assert options.REFERENCE_SIZE == latency.REFERENCE_SIZE
+    parser = benchmark.build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["precision"].choices == PRECISIONS
+    every = ",".join(RUNTIME_NAMES)
+    assert parser.parse_args(["--backends", every]).backends == list(RUNTIME_NAMES)
+    code = "import sys, bench.options; print(sorted({'numpy', 'tensorflow'} & set(sys.modules)))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def test_models_lists_the_registry(capsys):

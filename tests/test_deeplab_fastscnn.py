@@ -12,6 +12,7 @@ import models
 from models import deeplabv3plus, fastscnn
 from models.backbones import mobilenetv2, xception
 from models.layers import AdaptiveAveragePooling2D
+from utils.errors import BadInput
 
 
 def adaptive_avg_pool_reference(x: np.ndarray, bins: int) -> np.ndarray:
@@ -191,14 +192,18 @@ def test_mobilenetv2_weights_from_local_file(mobilenetv2_weights_file):
 def test_mobilenetv2_matches_keras_applications_at_stride_32(mobilenetv2_weights_file):
     # Undilated, the feature extractor is keras.applications' network layer for layer.
     path, reference = mobilenetv2_weights_file
-    ours = mobilenetv2.build_mobilenetv2_backbone((96, 96, 3), output_stride=32, weights=str(path))
+    # deeplabv3+'s path: mobilenetv2_features, then load_mobilenetv2_weights by layer name.
+    inputs = keras.Input((96, 96, 3))
+    _, features = mobilenetv2.mobilenetv2_features(inputs, output_stride=32)
+    ours = keras.Model(inputs, features)
+    mobilenetv2.load_mobilenetv2_weights(ours, str(path))
     theirs = keras.Model(reference.input, reference.get_layer("block_16_project_BN").output)
     x = np.random.default_rng(3).uniform(-1, 1, (2, 96, 96, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(ours(x)[1]), np.asarray(theirs(x)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), rtol=1e-4, atol=1e-4)
 
 
 def test_mobilenetv2_missing_weights_errors(tmp_path, monkeypatch):
-    with pytest.raises(OSError, match="not found"):
+    with pytest.raises(BadInput, match="not found"):
         models.build_model("deeplabv3+", (64, 64, 3), weights=str(tmp_path / "missing.h5"))
 
     def offline(*args, **kwargs):
@@ -207,7 +212,7 @@ def test_mobilenetv2_missing_weights_errors(tmp_path, monkeypatch):
     from keras.src.utils import file_utils
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(OSError) as error:
+    with pytest.raises(BadInput) as error:
         models.build_model("deeplabv3+", (64, 64, 3), weights="imagenet")
     message = str(error.value)
     assert mobilenetv2.imagenet_weights_path() in message

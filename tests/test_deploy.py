@@ -15,9 +15,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deploy import checks, export, graph, rewrites, tensorrt
-from inference import onnx_backend
+from inference.parity import limits
+from inference.runtimes import onnx_runtime, open_runtime
 from models import MODELS, loading
-from models.trained import build_for_export
+from models.trained import build_inference_model, jumps_at_pooling_ties
+from utils.errors import BadInput
 
 SIZE = (64, 128)
 #: Lightest variant of each model that has options, so the whole registry converts quickly.
@@ -165,7 +167,7 @@ def test_the_same_export_is_the_same_file(tiny, tmp_path):
     import keras
 
     keras.utils.set_random_seed(0)
-    deeplab = build_for_export("deeplabv3+", SIZE, backbone="mobilenetv2")
+    deeplab = build_inference_model("deeplabv3+", SIZE, backbone="mobilenetv2")
     for name, model in (("tiny", tiny), ("deeplab", deeplab)):
         first = export.export_onnx(model, tmp_path / f"{name}_1.onnx").path.read_bytes()
         again = export.export_onnx(model, tmp_path / f"{name}_2.onnx").path.read_bytes()
@@ -231,12 +233,9 @@ def test_nchw_transposes_input_and_output(tiny, images, tmp_path):
     got = _cpu(result.path).run(None, {"input": images[:1].transpose(0, 3, 1, 2)})[0]
     expected = tiny.predict(images[:1], verbose=0).transpose(0, 3, 1, 2)
     assert np.abs(got - expected).max() < 1e-4
-    # run_onnx hides the layout: NHWC in, NHWC out.
-    session = onnx_backend.onnx_session(result.path)
-    assert (
-        np.abs(onnx_backend.run_onnx(session, images[:1]) - expected.transpose(0, 2, 3, 1)).max()
-        < 1e-4
-    )
+    # the runtime hides the layout: NHWC in, NHWC out.
+    runtime = open_runtime("onnxruntime", result.path)
+    assert np.abs(runtime.run(images[:1]) - expected.transpose(0, 2, 3, 1)).max() < 1e-4
 
 
 def test_dynamic_batch_runs_batch_1_and_3(tiny, images, tmp_path):
@@ -266,7 +265,7 @@ def test_check_of_a_fixed_batch_file_takes_whole_batches(tiny, tmp_path):
 
 
 def test_fp16_has_float16_weights_and_float32_interface(tiny, images, tmp_path):
-    result = export.export_onnx(tiny, tmp_path / "fp16.onnx", fp16=True)
+    result = export.export_onnx(tiny, tmp_path / "fp16.onnx", precision="fp16")
     model = onnx.load(str(result.path))
     kinds = {
         init.data_type
@@ -410,7 +409,7 @@ def test_trt_check_passes_a_clean_graph():
 
 def test_trtexec_command_and_log_parsing(tiny, tmp_path):
     result = export.export_onnx(tiny, tmp_path / "dyn.onnx", batch=None)
-    command = tensorrt.trtexec_command(result.path, fp16=True)
+    command = tensorrt.trtexec_command(result.path, precision="fp16")
     assert command[0] == "trtexec" and "--fp16" in command
     assert f"--saveEngine={tmp_path / 'dyn.engine'}" in command
     assert "--minShapes=input:1x64x128x3" in command
@@ -428,14 +427,14 @@ def test_trtexec_command_and_log_parsing(tiny, tmp_path):
 
 def test_onnx_session_picks_available_providers(tiny, tmp_path):
     result = export.export_onnx(tiny, tmp_path / "s.onnx")
-    session = onnx_backend.onnx_session(result.path)
+    session = onnx_runtime.session(result.path)
     assert session.get_providers()[-1] == "CPUExecutionProvider"
     assert set(session.get_providers()) <= set(ort.get_available_providers())
-    with pytest.raises(ValueError, match="NoSuchExecutionProvider"):
-        onnx_backend.onnx_session(result.path, providers=["NoSuchExecutionProvider"])
-    with pytest.raises(OSError, match="not found"):
-        onnx_backend.onnx_session(tmp_path / "missing.onnx")
-    assert graph.read_metadata(result.path)["layout"] == "NHWC"
+    with pytest.raises(BadInput, match="NoSuchExecutionProvider"):
+        onnx_runtime.session(result.path, providers=["NoSuchExecutionProvider"])
+    with pytest.raises(BadInput, match="not found"):
+        onnx_runtime.session(tmp_path / "missing.onnx")
+    assert graph.summarize_onnx(result.path).metadata["layout"] == "NHWC"
 
 
 # --------------------------------------------------------------------------- weights
@@ -497,7 +496,7 @@ def test_training_checkpoint_with_aux_heads_is_accepted(tmp_path):
     trained = build_model(name, (*SIZE, 3), aux=True)
     checkpoint = tmp_path / "aux.weights.h5"
     trained.save_weights(str(checkpoint))
-    model = build_for_export(name, SIZE, weights=checkpoint)
+    model = build_inference_model(name, SIZE, weights=checkpoint)
     assert not isinstance(model.output, list)
     for layer in model.layers:
         for a, b in zip(
@@ -631,11 +630,11 @@ def test_parity_rule_for_outputs_that_jump_at_pooling_ties(tiny):
 
     from models import build_model
 
-    assert checks.parity_thresholds("float32", 50.0) == (pytest.approx(0.05), 0.999)
-    assert checks.parity_thresholds("float32", 50.0, jumps_at_ties=True) == (math.inf, 0.995)
-    assert checks.parity_thresholds("float16", 50.0, jumps_at_ties=True) == (math.inf, 0.99)
-    assert not checks.jumps_at_pooling_ties(tiny)
-    assert checks.jumps_at_pooling_ties(build_model("bayes_segnet", (32, 64, 3)))
+    assert limits("fp32", 50.0) == (pytest.approx(0.05), 0.999)
+    assert limits("fp32", 50.0, jumps_at_ties=True) == (math.inf, 0.995)
+    assert limits("fp16", 50.0, jumps_at_ties=True) == (math.inf, 0.99)
+    assert not jumps_at_pooling_ties(tiny)
+    assert jumps_at_pooling_ties(build_model("bayes_segnet", (32, 64, 3)))
     result = checks.CheckResult(
         checker_ok=True,
         max_abs_diff=0.6,

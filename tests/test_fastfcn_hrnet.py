@@ -13,6 +13,7 @@ from models.backbones.resnet import imagenet_weights_file, resnet_features
 from models.fastfcn import ContextEncoding
 from models.hrnet_ocr import object_context
 from models.layers import normalize_input
+from utils.errors import BadInput
 
 H, W = 64, 96  # small, multiples of 32, not square
 
@@ -148,7 +149,7 @@ def test_resnet_weights_from_a_local_file(tmp_path, suffix):
 
 def test_resnet_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
     inputs = keras.Input((64, 64, 3))
-    with pytest.raises(OSError, match="does not exist"):
+    with pytest.raises(BadInput, match="does not exist"):
         resnet_features(inputs, "resnet50", str(tmp_path / "missing.h5"))
 
     def offline(*args, weights=None, **kwargs):
@@ -164,7 +165,7 @@ def test_resnet_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
         "models",
         "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5",
     )
-    with pytest.raises(OSError) as info:
+    with pytest.raises(BadInput) as info:
         resnet_features(inputs, "resnet101", "imagenet")
     assert str(expected) in str(info.value) and "URL fetch failure" in str(info.value)
 

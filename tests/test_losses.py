@@ -63,6 +63,39 @@ def loss_trainer(num_classes: int = 2, **losses) -> Trainer:
     )
 
 
+def step_losses(
+    outputs, labels, aux_weights=(0.4, 20.0), **losses
+) -> tuple[dict[str, float], keras.Model]:
+    """One real training step (Trainer.train_step) of a [main, p_aux, boundary] model whose
+    outputs are `outputs` (1x1 convolutions that select them from their concatenation, the
+    images): its losses ("main_loss"; "aux_loss", the weighted aux, boundary and bas terms) and
+    the model after the step."""
+    outputs = [np.asarray(o, np.float32) for o in outputs]
+    images = np.concatenate(outputs, axis=-1)
+    inputs = keras.Input(images.shape[1:])
+    heads, start = [], 0
+    for name, output in zip(("main", "p_aux", "boundary"), outputs, strict=True):
+        channels = output.shape[-1]
+        head = keras.layers.Conv2D(channels, 1, name=name)
+        heads.append(head(inputs))
+        select = np.zeros((1, 1, images.shape[-1], channels), np.float32)
+        select[0, 0, start + np.arange(channels), np.arange(channels)] = 1.0
+        head.set_weights([select, np.zeros(channels, np.float32)])
+        start += channels
+    model = keras.Model(inputs, heads)
+    options = {"aux_losses": ("ce", "boundary"), "boundary_awareness": True, **losses}
+    trainer = Trainer(
+        model,
+        make_optimizer("sgd", 0.1),
+        tf.distribute.get_strategy(),
+        outputs[0].shape[-1],
+        aux_weights=aux_weights,
+        **options,
+    )
+    result = trainer.train_step((tf.constant(images), tf.constant(labels, tf.uint8)))
+    return result, model
+
+
 # ----------------------------------------------------------------------------------------------
 # OHEM
 # ----------------------------------------------------------------------------------------------
@@ -108,13 +141,16 @@ def test_ohem_keeps_min_kept_hardest_when_fewer_are_below_the_threshold():
 
 
 def test_ohem_is_the_main_loss_and_aux_heads_keep_cross_entropy():
-    trainer = loss_trainer(loss="ohem", ohem_thresh=0.9, ohem_min_kept=2, boundary_awareness=False)
     logits = two_class_logits(np.reshape(PROBABILITIES, (1, 2, 4)))
-    labels = tf.constant(np.reshape(LABELS, (1, 2, 4)), tf.uint8)
-    terms = trainer.loss_terms([logits, logits, np.zeros((1, 2, 4, 1), np.float32)], labels)
-    assert float(terms["main"]) == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
+    labels = np.reshape(LABELS, (1, 2, 4))
+    outputs = [logits, logits, np.zeros((1, 2, 4, 1), np.float32)]
+    options = {"loss": "ohem", "ohem_thresh": 0.9, "ohem_min_kept": 2}
+    # The boundary head weighs 0: the aux loss is the cross-entropy head's alone.
+    losses, _ = step_losses(outputs, labels, (0.4, 0.0), boundary_awareness=False, **options)
+    assert losses["main_loss"] == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
     # The cross-entropy head keeps plain cross-entropy over the 7 labelled pixels.
-    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(*PROBABILITIES[:7]) / 7, rel=1e-5)
+    assert losses["aux_loss"] == pytest.approx(0.4 * ce_of(*PROBABILITIES[:7]) / 7, rel=1e-5)
+    assert losses["loss"] == pytest.approx(losses["main_loss"] + losses["aux_loss"], rel=1e-6)
 
 
 def test_ohem_also_mines_the_aux_heads_of_kind_main():
@@ -124,22 +160,24 @@ def test_ohem_also_mines_the_aux_heads_of_kind_main():
     # The aux head is sure of every pixel but two: 0.3 and 0.8 are below 0.9.
     aux_probabilities = [0.99, 0.3, 0.99, 0.99, 0.8, 0.99, 0.99, 0.5]
     aux = two_class_logits(np.reshape(aux_probabilities, (1, 2, 4)))
-    labels = tf.constant(np.reshape(LABELS, (1, 2, 4)), tf.uint8)
-    edges = np.zeros((1, 2, 4, 1), np.float32)
+    labels = np.reshape(LABELS, (1, 2, 4))
+    outputs = [logits, aux, np.zeros((1, 2, 4, 1), np.float32)]
+    # The boundary head weighs 0: the aux loss is the booster head's alone.
     kinds = {"aux_losses": ("main", "boundary"), "boundary_awareness": False}
-    trainer = loss_trainer(loss="ohem", ohem_thresh=0.9, ohem_min_kept=1, **kinds)
-    terms = trainer.loss_terms([logits, aux, edges], labels)
-    assert float(terms["main"]) == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
+    losses, _ = step_losses(
+        outputs, labels, (0.4, 0.0), loss="ohem", ohem_thresh=0.9, ohem_min_kept=1, **kinds
+    )
+    assert losses["main_loss"] == pytest.approx(ce_of(0.5, 0.2, 0.85, 0.6) / 4, rel=1e-5)
     # The aux head's own pixels below 0.9: 0.3 and 0.8 (not the unlabelled 0.5).
-    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(0.3, 0.8) / 2, rel=1e-5)
+    assert losses["aux_loss"] == pytest.approx(0.4 * ce_of(0.3, 0.8) / 2, rel=1e-5)
     # A threshold of 0.2 keeps none; min_kept 1 raises it to 0.8 (index 1): 0.3 alone.
-    trainer = loss_trainer(loss="ohem", ohem_thresh=0.2, ohem_min_kept=1, **kinds)
-    terms = trainer.loss_terms([logits, aux, edges], labels)
-    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(0.3), rel=1e-5)
+    losses, _ = step_losses(
+        outputs, labels, (0.4, 0.0), loss="ohem", ohem_thresh=0.2, ohem_min_kept=1, **kinds
+    )
+    assert losses["aux_loss"] == pytest.approx(0.4 * ce_of(0.3), rel=1e-5)
     # Under cross-entropy the "main" kind is plain cross-entropy over the 7 labelled pixels.
-    trainer = loss_trainer(loss="ce", **kinds)
-    terms = trainer.loss_terms([logits, aux, edges], labels)
-    assert float(terms["aux"]) == pytest.approx(0.4 * ce_of(*aux_probabilities[:7]) / 7, rel=1e-5)
+    losses, _ = step_losses(outputs, labels, (0.4, 0.0), loss="ce", **kinds)
+    assert losses["aux_loss"] == pytest.approx(0.4 * ce_of(*aux_probabilities[:7]) / 7, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,48 +253,50 @@ def softplus(x: float) -> float:
 
 
 def test_boundary_loss_on_a_hand_computed_case():
-    trainer = loss_trainer(boundary_awareness=False)
+    # The cross-entropy head weighs 0: the aux loss is the boundary loss alone (weight 20).
+    def boundary_loss(outputs, labels):
+        losses, _ = step_losses(outputs, labels, (0.0, 20.0), boundary_awareness=False)
+        return losses["aux_loss"]
+
     edges = boundary_map(tf.constant(TWO_REGIONS))[0].numpy()
     assert edges.tolist() == [[0, 1, 1, 1, 1, 0]] * 2
     x, y = 1.5, -0.5  # boundary logits on boundary pixels and on the others
     boundary_logits = np.where(edges == 1, x, y).astype(np.float32)[None, ..., None]
     zeros = np.zeros((1, 2, 6, 2), np.float32)
-    terms = trainer.loss_terms([zeros, zeros, boundary_logits], tf.constant(TWO_REGIONS))
     # 8 boundary pixels of 12: boundary pixels weigh the other share, 4/12, the others 8/12;
     # BCE with logits is softplus(-x) on boundaries and softplus(y) off them; mean over all 12.
     expected = (8 * (4 / 12) * softplus(-x) + 4 * (8 / 12) * softplus(y)) / 12
-    assert float(terms["boundary"]) == pytest.approx(20.0 * expected, rel=1e-5)
+    loss = boundary_loss([zeros, zeros, boundary_logits], TWO_REGIONS)
+    assert loss == pytest.approx(20.0 * expected, rel=1e-5)
     # An ignored pixel is one more value and still counts (as in the reference): (1, 5) and
     # its neighbour (0, 5) become boundary pixels, 10 of 12.
     edges = boundary_map(tf.constant(WITH_IGNORED))[0].numpy()
     assert edges.tolist() == [[0, 1, 1, 1, 1, 1]] * 2
     boundary_logits = np.where(edges == 1, x, y).astype(np.float32)[None, ..., None]
-    terms = trainer.loss_terms([zeros, zeros, boundary_logits], tf.constant(WITH_IGNORED))
     expected = (10 * (2 / 12) * softplus(-x) + 2 * (10 / 12) * softplus(y)) / 12
-    assert float(terms["boundary"]) == pytest.approx(20.0 * expected, rel=1e-5)
+    loss = boundary_loss([zeros, zeros, boundary_logits], WITH_IGNORED)
+    assert loss == pytest.approx(20.0 * expected, rel=1e-5)
 
 
 def test_boundary_awareness_loss_on_a_hand_computed_case():
-    trainer = loss_trainer()
     probabilities = np.array([[[0.9, 0.3, 0.6, 0.2, 0.7, 0.5], [0.8, 0.4, 0.1, 0.35, 0.45, 0.5]]])
     # P(class 0) as above: the true class 1 pixels (columns 3-5) get 1 - p.
-    main = tf.constant(two_class_logits(probabilities))
+    main = two_class_logits(probabilities)
     # sigmoid(2) = 0.88 > 0.8 selects; sigmoid(1) = 0.73 does not. The ignored pixel (1, 5)
     # is selected but unlabelled.
-    d = np.array([[[2, 1, 2, 2, 1, 1], [1, 2, 1, 1, 2, 2]]], np.float32)[..., None]
-    boundary = tf.constant(d)
-    with tf.GradientTape() as tape:
-        tape.watch(boundary)
-        terms = trainer.loss_terms([main, main, boundary], tf.constant(WITH_IGNORED))
-        bas = terms["bas"]
+    boundary = np.array([[[2, 1, 2, 2, 1, 1], [1, 2, 1, 1, 2, 2]]], np.float32)[..., None]
+    # The aux and boundary heads weigh 0: the aux loss is the boundary-awareness term alone.
+    losses, model = step_losses([main, main, boundary], WITH_IGNORED, (0.0, 0.0))
     selected = [0.9, 0.6, 1 - 0.2, 0.4, 1 - 0.45]  # (0, 0) (0, 2) (0, 3) (1, 1) (1, 4)
-    assert float(bas) == pytest.approx(ce_of(*selected) / 5, rel=1e-5)
-    # No gradient reaches the boundary head through the selection.
-    gradient = tape.gradient(bas, boundary)
-    assert gradient is None or float(tf.reduce_sum(tf.abs(gradient))) == 0.0
+    assert losses["aux_loss"] == pytest.approx(ce_of(*selected) / 5, rel=1e-5)
+    # No gradient reaches the boundary head through the selection: the step left it as it was
+    # (an identity selection of its channel), while the main head learned.
+    kernel, bias = model.get_layer("boundary").get_weights()
+    assert kernel[0, 0, :, 0].tolist() == [0.0] * 4 + [1.0] and bias.tolist() == [0.0]
+    assert model.get_layer("main").get_weights()[1].tolist() != [0.0, 0.0]
     # Nothing above 0.8: the term is 0, not NaN.
-    quiet = trainer.loss_terms([main, main, tf.zeros_like(boundary)], tf.constant(WITH_IGNORED))
-    assert float(quiet["bas"]) == 0.0
+    quiet, _ = step_losses([main, main, np.zeros_like(boundary)], WITH_IGNORED, (0.0, 0.0))
+    assert quiet["aux_loss"] == 0.0
 
 
 def test_loss_settings_are_checked():
@@ -298,40 +338,56 @@ REPLICAS = textwrap.dedent("""
         rng.normal(1, 2, (4, 8, 12, 1)).astype(np.float32),
     ]
 
-    def terms(strategy, loss, outputs, labels):
+    #: aux weights and boundary awareness: the aux loss is the cross-entropy head and the
+    #: boundary loss (global counts), or the boundary-awareness term alone (replicas' mean).
+    SETTINGS = {"heads": ((0.4, 20.0), False), "bas": ((0.0, 0.0), True)}
+
+    def losses(strategy, loss, setting, outputs, labels):
+        # main_loss and aux_loss of one real training step of a model whose outputs are
+        # `outputs` (1x1 convolutions selecting them from their concatenation, the images)
+        aux_weights, awareness = SETTINGS[setting]
+        images = np.concatenate(outputs, axis=-1)
         with strategy.scope():
-            inputs = keras.Input((8, 12, 3))
-            heads = [keras.layers.Conv2D(c, 1)(inputs) for c in (3, 3, 1)]
+            inputs = keras.Input(images.shape[1:])
+            convs = [keras.layers.Conv2D(o.shape[-1], 1) for o in outputs]
+            model = keras.Model(inputs, [conv(inputs) for conv in convs])
+            start = 0
+            for conv, output in zip(convs, outputs):
+                channels = output.shape[-1]
+                select = np.zeros((1, 1, images.shape[-1], channels), np.float32)
+                select[0, 0, start + np.arange(channels), np.arange(channels)] = 1.0
+                conv.set_weights([select, np.zeros(channels, np.float32)])
+                start += channels
             trainer = Trainer(
-                keras.Model(inputs, heads), make_optimizer("sgd", 0.1), strategy, 3,
-                (0.4, 20.0), loss=loss, ohem_min_kept=20, aux_losses=("ce", "boundary"),
-                boundary_awareness=True,
+                model, make_optimizer("sgd", 0.1), strategy, 3, aux_weights, loss=loss,
+                ohem_min_kept=20, aux_losses=("ce", "boundary"), boundary_awareness=awareness,
             )
         if strategy.num_replicas_in_sync == 1:
-            result = trainer.loss_terms([tf.constant(o) for o in outputs], tf.constant(labels))
-            return {k: float(v) for k, v in result.items()}
+            batch = (tf.constant(images), tf.constant(labels))
+        else:
 
-        def share(context):
-            part = slice(2 * context.replica_id_in_sync_group, None)
-            part = slice(part.start, part.start + 2)
-            return [tf.constant(o[part]) for o in outputs], tf.constant(labels[part])
+            def share(context):
+                part = slice(2 * context.replica_id_in_sync_group, None)
+                part = slice(part.start, part.start + 2)
+                return tf.constant(images[part]), tf.constant(labels[part])
 
-        values = strategy.experimental_distribute_values_from_function(share)
-        result = strategy.run(lambda args: trainer.loss_terms(*args), args=(values,))
-        return {k: float(strategy.reduce("SUM", v, axis=None)) for k, v in result.items()}
+            batch = strategy.experimental_distribute_values_from_function(share)
+        result = trainer.train_step(batch)
+        return {"main": result["main_loss"], "aux": result["aux_loss"]}
 
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     one = tf.distribute.get_strategy()
     out = {}
     for loss in ("ce", "ohem"):
-        out[loss] = {
-            "two": terms(two, loss, OUTPUTS, LABELS),
-            "one": terms(one, loss, OUTPUTS, LABELS),
-            "halves": [
-                terms(one, loss, [o[h] for o in OUTPUTS], LABELS[h])
-                for h in (slice(0, 2), slice(2, 4))
-            ],
-        }
+        for setting in SETTINGS:
+            out[f"{loss} {setting}"] = {
+                "two": losses(two, loss, setting, OUTPUTS, LABELS),
+                "one": losses(one, loss, setting, OUTPUTS, LABELS),
+                "halves": [
+                    losses(one, loss, setting, [o[h] for o in OUTPUTS], LABELS[h])
+                    for h in (slice(0, 2), slice(2, 4))
+                ],
+            }
     print(json.dumps(out))
 """)
 
@@ -349,16 +405,17 @@ def test_two_replicas_normalise_as_one_process(tmp_path, repo_root):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for loss in ("ce", "ohem"):
-        two, one, halves = out[loss]["two"], out[loss]["one"], out[loss]["halves"]
-        # Cross-entropy heads and the boundary loss: global counts, exactly one process.
-        for key in ("aux", "boundary") + (("main",) if loss == "ce" else ()):
-            assert two[key] == pytest.approx(one[key], rel=1e-5), (loss, key)
-        # OHEM and BAS: each replica's own mean, averaged over the replicas.
-        for key in ("bas",) + (("main",) if loss == "ohem" else ()):
-            mean = (halves[0][key] + halves[1][key]) / 2
-            assert two[key] == pytest.approx(mean, rel=1e-5), (loss, key)
-    assert out["ce"]["two"]["bas"] != pytest.approx(out["ce"]["one"]["bas"], rel=1e-3)
+    for name, result in out.items():
+        two, one, halves = result["two"], result["one"], result["halves"]
+        # Cross-entropy (main under --loss ce, the aux head) and the boundary loss: global
+        # counts, exactly one process; OHEM (main under --loss ohem) and BAS: each replica's own
+        # mean, averaged over the replicas.
+        main_is_global = name.startswith("ce")
+        aux_is_global = name.endswith("heads")
+        for key, is_global in (("main", main_is_global), ("aux", aux_is_global)):
+            want = one[key] if is_global else (halves[0][key] + halves[1][key]) / 2
+            assert two[key] == pytest.approx(want, rel=1e-5), (name, key)
+    assert out["ce bas"]["two"]["aux"] != pytest.approx(out["ce bas"]["one"]["aux"], rel=1e-3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,7 +455,7 @@ def test_pidnet_training_steps_lower_the_loss():
 
 
 def config_of(*args: str) -> TrainConfig:
-    return train.build_config(train.build_parser().parse_args(list(args)))
+    return TrainConfig.from_recipe(train.build_parser().parse_args(list(args)))
 
 
 def test_train_options_and_recipe_defaults():

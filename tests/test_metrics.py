@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from evaluation.metrics import confusion_matrix, confusion_matrix_tf, scores_from_confusion
+from evaluation.metrics import confusion_matrix, scores_from_confusion
 from utils import visualize
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,35 +54,6 @@ def test_confusion_matrix_rejects_shape_mismatch_and_floats():
         confusion_matrix(np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.uint8))
     with pytest.raises(ValueError, match="integers"):
         confusion_matrix(np.zeros((2, 3)), np.zeros((2, 3)))
-
-
-def test_confusion_matrix_tf_equals_numpy(pair):
-    import tensorflow as tf
-
-    gt, pred = pair
-    expected = confusion_matrix(gt, pred)
-    np.testing.assert_array_equal(confusion_matrix_tf(gt, pred).numpy(), expected)
-    logits = tf.one_hot(pred, 19, dtype=tf.float32) * 3.0
-    jitted = tf.function(confusion_matrix_tf, jit_compile=True)
-    result = jitted(tf.constant(gt), logits)
-    assert result.dtype == tf.int64
-    np.testing.assert_array_equal(result.numpy(), expected)
-
-
-def test_confusion_matrix_tf_sums_over_replicas(pair):
-    import tensorflow as tf
-
-    gt, pred = pair
-    strategy = tf.distribute.get_strategy()
-
-    @tf.function
-    def step(labels, preds):
-        per_replica = strategy.run(confusion_matrix_tf, args=(labels, preds))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    np.testing.assert_array_equal(
-        step(tf.constant(gt), tf.constant(pred)).numpy(), confusion_matrix(gt, pred)
-    )
 
 
 def test_scores_from_confusion(pair):

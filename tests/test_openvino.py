@@ -1,7 +1,8 @@
-"""OpenVINO as a CPU backend (inference/openvino_backend.py) and the runtime that actually ran.
+"""OpenVINO as a CPU runtime (inference/runtimes/openvino_runtime.py) and the runtime that
+actually ran.
 
 References are independent of the code under test: onnxruntime run directly on the same file,
-deploy/checks.py's float32 parity rule, a session whose providers are those it reports.
+the float32 parity rule (inference/parity.py), a session whose providers are those it reports.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from deploy.checks import FLOAT32_MAX_DIFF, FLOAT32_MIN_AGREEMENT  # noqa: E402
 from deploy.export import export_onnx  # noqa: E402
-from inference import onnx_backend, openvino_backend  # noqa: E402
+from inference.parity import FLOAT32_MAX_DIFF, FLOAT32_MIN_AGREEMENT, compare  # noqa: E402
+from inference.runtimes import onnx_runtime, open_runtime, openvino_runtime  # noqa: E402
+from utils.errors import BadInput  # noqa: E402
 
 SIZE = (64, 128)
 MODEL = "fastscnn"
@@ -65,13 +67,13 @@ def _images(num: int) -> np.ndarray:
 @pytest.mark.parametrize("layout, num", [("nhwc", 1), ("nchw", 2)])
 def test_run_openvino_equals_onnxruntime(exports, layout, num):
     path = exports[layout]
-    compiled = openvino_backend.openvino_model(path, threads=1)
-    assert compiled.devices == ["CPU"] and compiled.threads == 1
-    assert compiled.inference_precision == "f32"
+    compiled = open_runtime("openvino", path, threads=1)
+    assert compiled.ran_on() == ["CPU"] and compiled.threads == 1
+    assert compiled.inference_precision == "f32" and compiled.precision == "fp32"
     assert compiled.nchw == (layout == "nchw")
     assert compiled.metadata["model"] == "tiny" and compiled.metadata["input_size"] == "64,128"
     images = _images(num)
-    got = openvino_backend.run_openvino(compiled, images)
+    got = compiled.run(images)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = images.astype(np.float32)
     if layout == "nchw":
@@ -83,52 +85,54 @@ def test_run_openvino_equals_onnxruntime(exports, layout, num):
     scale = max(1.0, float(np.abs(ref).max()))
     assert float(np.abs(got - ref).max()) <= FLOAT32_MAX_DIFF * scale
     assert float(np.mean(got.argmax(-1) == ref.argmax(-1))) >= FLOAT32_MIN_AGREEMENT
-    parity = openvino_backend.compare_outputs(got, ref)
+    parity = compare(got, ref)
     assert parity.max_abs_diff == pytest.approx(float(np.abs(got - ref).max()))
-    assert parity.errors(FLOAT32_MAX_DIFF * scale, FLOAT32_MIN_AGREEMENT) == []
+    assert parity.judge("fp32").errors == [] and parity.passed
     # an (H, W, 3) image is one batch; a wrong size names the expected shape
-    assert openvino_backend.run_openvino(compiled, images[0]).shape == (1, *SIZE, 19)
-    with pytest.raises(ValueError, match="export at this size"):
-        openvino_backend.run_openvino(compiled, np.zeros((1, 32, 64, 3), np.uint8))
+    assert compiled.run(images[0]).shape == (1, *SIZE, 19)
+    with pytest.raises(BadInput, match="export at this size"):
+        compiled.run(np.zeros((1, 32, 64, 3), np.uint8))
 
 
 def test_openvino_bad_input(tmp_path, monkeypatch):
-    with pytest.raises(OSError, match="convert_to_onnx.py"):
-        openvino_backend.openvino_model(tmp_path / "missing.onnx")
+    with pytest.raises(BadInput, match="convert_to_onnx.py"):
+        open_runtime("openvino", tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
-    with pytest.raises(ValueError, match="OpenVINO cannot read"):
-        openvino_backend.openvino_model(bad)
-    monkeypatch.setattr(openvino_backend, "openvino_missing", lambda: "install openvino==X")
-    with pytest.raises(ValueError, match="openvino==X"):
-        openvino_backend.openvino_model(bad)
+    with pytest.raises(BadInput, match="OpenVINO cannot read"):
+        open_runtime("openvino", bad)
+    with pytest.raises(BadInput, match="computes in fp32 here; got precision 'bf16'"):
+        open_runtime("openvino", bad, precision="bf16")
+    monkeypatch.setattr(openvino_runtime, "available", lambda name=None: "install openvino==X")
+    with pytest.raises(BadInput, match="openvino==X"):
+        open_runtime("openvino", bad)
 
 
 def test_onnxruntime_fallback_is_an_error(exports, monkeypatch):
     """A session that runs on fewer providers than asked (onnxruntime's silent fallback)."""
-    from bench.jobs import JobSpec, run_onnxruntime
+    from bench.jobs import JobSpec, run_job
 
     path = exports["nhwc"]
     asked = ["AzureExecutionProvider", "CPUExecutionProvider"]
     assert set(asked) <= set(ort.get_available_providers())
     # both really run here: no error, and the job records what ran
-    assert onnx_backend.onnx_session(path, providers=asked).get_providers() == asked
+    assert onnx_runtime.session(path, providers=asked).get_providers() == asked
     spec = JobSpec(
         backend="onnxruntime", height=SIZE[0], width=SIZE[1], batch_size=1, onnx_path=str(path),
         warmup_s=0.0, min_iters=1, min_duration_s=0.0, providers=asked, threads=1,
     )  # fmt: skip
-    assert run_onnxruntime(spec)["providers"] == asked
+    assert run_job(spec, path.parent)["providers"] == asked
     # what onnxruntime does when a provider's libraries are missing: it keeps only the CPU
     monkeypatch.setattr(
         ort.InferenceSession, "get_providers", lambda self: ["CPUExecutionProvider"]
     )
-    with pytest.raises(ValueError, match="fell back from AzureExecutionProvider") as exc:
-        onnx_backend.onnx_session(path, providers=asked)
+    with pytest.raises(BadInput, match="fell back from AzureExecutionProvider") as exc:
+        onnx_runtime.session(path, providers=asked)
     assert str(asked) in str(exc.value) and "['CPUExecutionProvider']" in str(exc.value)
-    with pytest.raises(ValueError, match="fell back from AzureExecutionProvider"):
-        run_onnxruntime(spec)
+    with pytest.raises(BadInput, match="fell back from AzureExecutionProvider"):
+        run_job(spec, path.parent)
     # without explicit providers nothing was asked for: no check
-    assert onnx_backend.onnx_session(path).get_providers() == ["CPUExecutionProvider"]
+    assert onnx_runtime.session(path).get_providers() == ["CPUExecutionProvider"]
 
 
 @pytest.mark.slow
@@ -152,7 +156,7 @@ def test_benchmark_sets_onnxruntime_and_openvino_side_by_side(tmp_path):
     assert ort_row["providers"] == ["CPUExecutionProvider"] and ort_row["ran_on"] == "CPU"
     assert ov_row["providers"] == ["CPU"] and ov_row["ran_on"] == "CPU"
     assert ov_row["policy"] == "INFERENCE_PRECISION_HINT f32"
-    # parity against onnxruntime, judged by deploy/checks.py's float32 rule
+    # parity against onnxruntime, judged by the float32 parity rule
     assert ov_row["parity_reference"].startswith("onnxruntime")
     assert ov_row["parity_max_abs_diff"] <= ov_row["parity_max_diff_allowed"]
     assert ov_row["parity_agreement"] >= ov_row["parity_min_agreement"] == FLOAT32_MIN_AGREEMENT
@@ -186,7 +190,7 @@ def test_parity_failure_fails_the_row():
 def test_openvino_asked_for_but_missing_is_one_error_line(tmp_path, monkeypatch, capsys):
     import benchmark
 
-    monkeypatch.setattr(openvino_backend, "openvino_missing", lambda: "pip install openvino==9")
+    monkeypatch.setattr(openvino_runtime, "available", lambda name=None: "pip install openvino==9")
     with pytest.raises(SystemExit) as exc:
         benchmark.main(["--models", MODEL, "--sizes", "64,128", "--backends", "openvino",
                         "--output-dir", str(tmp_path)])  # fmt: skip

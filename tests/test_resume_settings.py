@@ -349,7 +349,9 @@ def test_the_run_records_its_settings_and_stable_names(trained, synthetic_root):
     meta = json.loads(
         (trained / index["last"].replace(".weights.h5", ".state/meta.json")).read_text()
     )
-    config = train.build_config(train.build_parser().parse_args(COMMAND + ["--output-dir", "x"]))
+    config = TrainConfig.from_recipe(
+        train.build_parser().parse_args(COMMAND + ["--output-dir", "x"])
+    )
     assert meta["settings"] == run_settings(config, synthetic_root) | {"output_dir": str(trained)}
     assert meta["settings"]["data_root"] == str(Path(synthetic_root).resolve())
 
@@ -396,7 +398,7 @@ def test_r_last_with_other_settings_continues_and_says_so(
     meta = json.loads((run / index["last"].replace(".weights.h5", ".state/meta.json")).read_text())
     assert index["epoch"] == 2 and meta["settings"]["seed"] == 5
     # The folder's run now has the new settings: the same command, without -r, continues it.
-    config = train.build_config(train.build_parser().parse_args([str(a) for a in args]))
+    config = TrainConfig.from_recipe(train.build_parser().parse_args([str(a) for a in args]))
     point = find_resume_point(None, run, "fastscnn", run_settings(config, synthetic_root))
     assert point.epoch == 2 and point.check.changed == []
 

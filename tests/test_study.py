@@ -126,7 +126,9 @@ def test_study_refuses_a_stage_done_with_other_settings(finished_study, run_cli)
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--severities", "0,3"], "--severities takes numbers 1 to 5"),
+        (["--severities", "0,3"], "expected distinct severities 1-5"),
+        (["--corruptions", "smoke"], "invalid choice: 'smoke'"),
+        (["--classes", "rail19"], "invalid choice: 'rail19'"),
         (["--no-corruptions", "--severities", "1"], "--no-corruptions"),
         (["--weights-dir", "{tmp}"], "has no weights for fastscnn"),
         (["--task", "5"], "--task 5 is out of range"),
@@ -139,6 +141,25 @@ def test_study_bad_input(args, words, run_cli, tmp_path):
     (line,) = result.error_lines
     assert words in line
     assert not (tmp_path / "out" / "study").exists()
+
+
+def test_study_takes_corruptions_and_severities_as_evaluate_does():
+    """--corruptions and --severities: the names and the parsing of evaluate.py's."""
+    import benchmark
+    import evaluate
+
+    (commands,) = [a for a in benchmark.build_parser()._actions if a.dest == "command"]
+    study, theirs = commands.choices["study"], evaluate.build_parser()
+    for dest in ("corruptions", "severities"):
+        ours = next(a for a in study._actions if a.dest == dest)
+        same = next(a for a in theirs._actions if a.dest == dest)
+        assert (ours.choices, ours.type) == (same.choices, same.type), dest
+    words = ["--corruptions", "rain", "fog", "--severities", "3,1"]
+    args, expected = study.parse_args(words), theirs.parse_args(words)
+    assert (args.corruptions, args.severities) == (expected.corruptions, expected.severities)
+    assert args.severities == (1, 3)
+    args = study.parse_args([])
+    assert (args.corruptions, args.severities, args.classes) == ([], None, "cityscapes19")
 
 
 def _job(job_id: str) -> dict[str, str]:

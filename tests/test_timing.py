@@ -1,4 +1,5 @@
-"""Tests of the timing loops and job runner (bench/timing.py, bench/jobs.py) and bench/flops.py."""
+"""Tests of the timing loop (inference/timing.py), the machine's peaks (bench/timing.py), the job
+runner (bench/jobs.py) and bench/flops.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from bench import flops, jobs, timing
+from bench import flops, jobs
+from bench import timing as peaks
+from inference import timing
 from utils import machine
 
 
@@ -93,34 +96,34 @@ def test_loop_overhead_is_small_and_positive():
 
 
 def test_dense_peak_reports_each_kernel():
-    peak = timing.dense_peak(n=256, seconds=0.1, conv_channels=32, conv_size=32)
-    for kernel in timing.PEAK_KERNELS:
+    peak = peaks.dense_peak(n=256, seconds=0.1, conv_channels=32, conv_size=32)
+    for kernel in peaks.PEAK_KERNELS:
         assert peak[kernel]["best_gflops"] >= peak[kernel]["median_gflops"] > 0
         assert peak[kernel]["calls"] >= 3
-    assert peak["peak_gflops"] == max(peak[k]["best_gflops"] for k in timing.PEAK_KERNELS)
+    assert peak["peak_gflops"] == max(peak[k]["best_gflops"] for k in peaks.PEAK_KERNELS)
     assert peak["matmul_peak_gflops"] == max(
         peak["numpy"]["best_gflops"], peak["onnxruntime"]["best_gflops"]
     )
     with pytest.raises(ValueError, match="peak kernels"):
-        timing.dense_peak(n=8, seconds=0.01, backends=("cublas",))
+        peaks.dense_peak(n=8, seconds=0.01, backends=("cublas",))
 
 
 def test_copy_bandwidth_reports_one_and_several_threads():
-    bw = timing.copy_bandwidth(mib=8, repeats=2, threads=2)
+    bw = peaks.copy_bandwidth(mib=8, repeats=2, threads=2)
     assert bw["copies"] == 4 and bw["threads"] == 2 and bw["mib"] == 8
     assert bw["best_gbs"] >= bw["median_gbs"] > 0
     assert bw["best_gbs"] >= bw["single_thread_best_gbs"] > 0
     # a copy moves 2 x 8 MiB; no machine does that in under 10 microseconds (> 1.6 TB/s)
     assert bw["best_gbs"] < 1600
     with pytest.raises(ValueError, match="positive"):
-        timing.copy_bandwidth(mib=0)
+        peaks.copy_bandwidth(mib=0)
 
 
 def test_conv_peak_graph_computes_a_convolution():
     """The peak's convolution graph really convolves (checked against a numpy reference)."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(timing._conv_onnx(4, 6), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(peaks._conv_onnx(4, 6), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).standard_normal((1, 4, 6, 6)).astype(np.float32)
     got = sess.run(None, {"X": x})[0]
     w = np.random.default_rng(0).standard_normal((4, 4, 3, 3)).astype(np.float32)
@@ -203,20 +206,53 @@ def test_job_spec_round_trips_through_json_with_the_timing_defaults():
         jobs.JobSpec.from_dict({**spec.to_dict(), "warmup": 1.0})
 
 
-def test_trtexec_timing_command_carries_the_timing_settings():
-    spec = jobs.JobSpec(
-        backend="tensorrt", height=8, width=8, batch_size=1, onnx_path="m.onnx", precision="fp16"
-    )
-    cmd = jobs.trtexec_timing_command(spec, "times.json")
-    assert cmd[1:] == [
-        "--onnx=m.onnx",
-        "--warmUp=200",
-        "--duration=3",
-        "--iterations=10",
-        "--avgRuns=1",
-        "--exportTimes=times.json",
-        "--fp16",
-    ]
+class FakeClock:
+    """A clock that each call advances by its duration."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_loop_warms_up_then_times_10_calls_and_3_seconds_keeping_parts(monkeypatch):
+    """trtexec's rule by the defaults (200 ms warm-up, >= 10 calls and >= 3 s), on a fake clock,
+    with the seconds a call returns for its parts (a TensorRT call's copy in, compute, copy
+    out) kept per timed call."""
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    calls = []
+
+    def run(duration: float):
+        def once():
+            calls.append(clock.now)
+            clock.now += duration
+            return (0.001, duration - 0.003, 0.002)
+
+        return once
+
+    # 62.5 ms calls (exact in binary): 4 warm-up calls reach 200 ms, then 48 calls make 3 s
+    result = timing.time_callable(run(0.0625))
+    assert result.warmup_iters == 4 and result.iterations == 48 and len(calls) == 52
+    assert result.parts_s == [(0.001, 0.0625 - 0.003, 0.002)] * 48
+    # 1 s calls: 1 warm-up call, then the 10-call minimum outlasts 3 s
+    calls.clear()
+    result = timing.time_callable(run(1.0))
+    assert result.iterations == 10 and len(calls) == 11
+    # a call that returns no tuple leaves no parts
+    assert timing.time_callable(lambda: None, 0.0, 3, 0.0).parts_s == []
+
+
+def test_parts_of_a_timed_call_by_hand():
+    """The job's GPU compute and copy figures from the parts of the timed calls."""
+    parts = [(0.001, c / 1000, 0.002) for c in range(1, 11)]  # compute 1..10 ms
+    result = timing.TimingResult([0.01] * 10, 1, 0.2, False, 10, 3.0, parts)
+    got = jobs._parts(result)
+    assert got["compute_median_ms"] == pytest.approx(5.5)
+    assert got["compute_p90_ms"] == pytest.approx(9.1)  # numpy's linear interpolation
+    assert got["copy_in_ms"] == pytest.approx(1.0) and got["copy_out_ms"] == pytest.approx(2.0)
+    assert jobs._parts(timing.TimingResult([0.01], 0, 0.0, False, 1, 0.0)) == {}
 
 
 # --------------------------------------------------------------------------- compute counts

@@ -40,6 +40,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.loading import WEIGHTS_FILE_ERRORS
+from utils.errors import BadInput
 from utils.io import atomic_path, write_json
 from utils.labels import DEFAULT_CLASS_SET, record_class_set
 
@@ -349,7 +351,7 @@ def _unique_stem(directory: Path, stem: str) -> str:
 
 
 def _h5_layer_names(path: Path) -> set[str]:
-    """Names of the layers stored in a Keras 3 .weights.h5 file; ValueError if unreadable."""
+    """Names of the layers stored in a Keras 3 .weights.h5 file; BadInput if unreadable."""
     try:
         with h5py.File(path, "r") as f:
             group = f.get("layers")
@@ -357,7 +359,7 @@ def _h5_layer_names(path: Path) -> set[str]:
                 raise ValueError("no 'layers' group")
             return set(group.keys())
     except (OSError, ValueError) as exc:
-        raise ValueError(
+        raise BadInput(
             f"cannot read weights file {str(path)!r} ({exc}); pass a "
             "weights-*.weights.h5 file written by train.py"
         ) from None
@@ -389,11 +391,11 @@ class ResumePoint:
 
 
 def _read_meta(state: Path) -> dict[str, Any]:
-    """meta.json of a state folder; ValueError if it is missing or corrupt."""
+    """meta.json of a state folder; BadInput if it is missing or corrupt."""
     try:
         return json.loads((state / "meta.json").read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(
+        raise BadInput(
             f"training state {str(state)!r} is unreadable ({exc}); resume from "
             "another checkpoint or delete it"
         ) from None
@@ -411,7 +413,7 @@ def find_resume_point(
     command of a killed run continues it; it is continued only when its recorded settings match
     `settings` (run_settings of the command), as those of a rerun must. -r FILE continues
     deliberately, whatever its settings; the ones that changed are in the point's `check`.
-    Raises ValueError for a missing file, a file of another model, an output folder holding
+    Raises BadInput for a missing file, a file of another model, an output folder holding
     another model's run, or a run in the folder with other settings than the command's.
     """
     folder_point = given = None
@@ -421,12 +423,12 @@ def find_resume_point(
             index = json.loads(index_path.read_text())
             last = Path(output_dir) / index["last"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(
+            raise BadInput(
                 f"{str(index_path)!r} is corrupt ({exc}); delete it to start over "
                 "or choose another --output-dir"
             ) from None
         if index.get("model") != model_name:
-            raise ValueError(
+            raise BadInput(
                 f"output folder {str(output_dir)!r} holds a run of model "
                 f"{index.get('model')!r}, not {model_name!r}; choose another "
                 "--output-dir"
@@ -448,7 +450,7 @@ def find_resume_point(
     if settings is not None:
         point.check = compare_settings(point.meta.get("settings"), settings)
         if point.check and not deliberate:
-            raise ValueError(
+            raise BadInput(
                 f"the run in {str(output_dir)!r} (trained to epoch {point.epoch}) has other "
                 f"settings than this command (run -> command: {'; '.join(point.check.changed)}); "
                 "pass --output-dir DIR to start a new run in another folder, or -r "
@@ -459,11 +461,11 @@ def find_resume_point(
 
 
 def _resume_point(path: Path, model_name: str) -> ResumePoint:
-    """A ResumePoint for a weights file or state folder; ValueError if it is unusable."""
+    """A ResumePoint for a weights file or state folder; BadInput if it is unusable."""
     if path.name in _STABLE:
         path = _stable_target(path)
     if not str(path).rstrip("/").endswith((WEIGHTS_SUFFIX, STATE_SUFFIX)):
-        raise ValueError(
+        raise BadInput(
             f"resume file {str(path)!r} is not a .weights.h5 file; pass a "
             "weights-[epoch]-[val-acc]-[val-loss]-[datetime].weights.h5 file written by train.py"
         )
@@ -471,14 +473,14 @@ def _resume_point(path: Path, model_name: str) -> ResumePoint:
     weights = Path(str(stem) + WEIGHTS_SUFFIX)
     state = Path(str(stem) + STATE_SUFFIX)
     if not weights.is_file():
-        raise ValueError(
+        raise BadInput(
             f"resume file {str(weights)!r} does not exist; pass a "
             "weights-*.weights.h5 file written by train.py"
         )
     if state.is_dir():
         meta = _read_meta(state)
         if meta.get("model") != model_name:
-            raise ValueError(
+            raise BadInput(
                 f"resume file {str(weights)!r} was trained as model "
                 f"{meta.get('model')!r}, not {model_name!r}; pass -m "
                 f"{meta.get('model')} or another file"
@@ -486,7 +488,7 @@ def _resume_point(path: Path, model_name: str) -> ResumePoint:
         return ResumePoint(weights, state, int(meta["epoch"]), meta)
     epoch = parse_weights_name(weights)
     if epoch is None:
-        raise ValueError(
+        raise BadInput(
             f"cannot tell the epoch of {str(weights)!r}: its name is not "
             "weights-[epoch]-[val-acc]-[val-loss]-[datetime].weights.h5 and it "
             "has no .state folder beside it"
@@ -501,14 +503,14 @@ def _preempted_point(output_dir: Path, model_name: str) -> ResumePoint | None:
         return None
     meta = _read_meta(state)
     if meta.get("model") != model_name:
-        raise ValueError(
+        raise BadInput(
             f"output folder {str(output_dir)!r} holds a stopped run of model "
             f"{meta.get('model')!r}, not {model_name!r}; choose another --output-dir"
         )
     try:
         epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
+        raise BadInput(
             f"training state {str(state)!r} does not say where it stopped ({exc}); "
             "delete it to continue from the last finished epoch"
         ) from None
@@ -524,18 +526,18 @@ def _strip(name: Any) -> str | None:
 
 def _stable_target(path: Path) -> Path:
     """The dated weights file that the stable name `path` (last/best.weights.h5) copies, from
-    the checkpoints.json beside it; ValueError if the folder has no usable index."""
+    the checkpoints.json beside it; BadInput if the folder has no usable index."""
     index_path = path.parent / INDEX_FILE
     try:
         name = json.loads(index_path.read_text())[_STABLE[path.name]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
+        raise BadInput(
             f"cannot tell which checkpoint {str(path)!r} is: it is a copy named in "
             f"{str(index_path)!r}, which is missing or corrupt ({exc}); pass the dated "
             "weights-[epoch]-...weights.h5 file beside it"
         ) from None
     if not isinstance(name, str) or not name:
-        raise ValueError(
+        raise BadInput(
             f"{str(index_path)!r} names no {_STABLE[path.name]} checkpoint (no validation has "
             f"run yet); pass {LAST_WEIGHTS} or a dated weights-*.weights.h5 file"
         )
@@ -557,7 +559,7 @@ def _restore(
         try:
             checkpoint.read(str(point.state / "ckpt")).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as exc:
-            raise ValueError(
+            raise BadInput(
                 f"training state {str(point.state)!r} does not fit this model or "
                 f"is corrupt ({str(exc).splitlines()[0][:200]}); pass a checkpoint "
                 "of the same model and options"
@@ -568,15 +570,15 @@ def _restore(
     if stored != expected:
         extra = sorted(stored - expected)[:3]
         missing = sorted(expected - stored)[:3]
-        raise ValueError(
+        raise BadInput(
             f"weights file {str(point.weights)!r} is from another model or "
             f"options (layers only in the file: {extra}, only in the model: "
             f"{missing}); pass a file of the same -m and options"
         )
     try:
         inference.load_weights(str(point.weights))
-    except Exception as exc:  # Keras raises several types for a mismatched or corrupt file
-        raise ValueError(
+    except WEIGHTS_FILE_ERRORS as exc:  # what Keras raises for a mismatched or corrupt file
+        raise BadInput(
             f"cannot load weights file {str(point.weights)!r} "
             f"({str(exc).splitlines()[0][:200]}); pass a file of the same model "
             "and options"

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
+from utils.errors import BadInput
+
 __all__ = ["MODES", "DistributeInfo", "make_cluster_resolver", "make_strategy", "resolve_mode"]
 
 MODES = ("auto", "none", "mirrored", "multiworker")
@@ -43,7 +45,7 @@ class DistributeInfo:
 
 
 def _tf_config_workers(environ: Mapping[str, str]) -> int:
-    """Number of workers (plus chief) in TF_CONFIG, 0 when it is unset; ValueError if unreadable."""
+    """Number of workers (plus chief) in TF_CONFIG, 0 when it is unset; BadInput if unreadable."""
     text = environ.get("TF_CONFIG", "").strip()
     if not text:
         return 0
@@ -52,7 +54,7 @@ def _tf_config_workers(environ: Mapping[str, str]) -> int:
         cluster = config["cluster"]
         return sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(
+        raise BadInput(
             f"TF_CONFIG is not a valid cluster description ({exc}); expected "
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", '
             f'"index": 0}}}}; got {text[:200]!r}'
@@ -67,7 +69,7 @@ def _slurm_tasks(environ: Mapping[str, str]) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"SLURM_STEP_NUM_TASKS must be an integer, got {value!r}") from None
+        raise BadInput(f"SLURM_STEP_NUM_TASKS must be an integer, got {value!r}") from None
 
 
 def resolve_mode(
@@ -80,7 +82,7 @@ def resolve_mode(
     """
     environ = os.environ if environ is None else environ
     if mode not in MODES:
-        raise ValueError(f"unknown distribution mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise BadInput(f"unknown distribution mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode != "auto":
         return mode
     if _tf_config_workers(environ) > 1 or _slurm_tasks(environ) > 1:
@@ -115,7 +117,7 @@ def make_cluster_resolver(
 ) -> tuple[tf.distribute.cluster_resolver.ClusterResolver, str]:
     """The cluster resolver of a multi-worker run and where it came from ("TF_CONFIG"/"SLURM").
 
-    TF_CONFIG wins when both are set. Raises ValueError when neither describes a cluster.
+    TF_CONFIG wins when both are set. Raises BadInput when neither describes a cluster.
     """
     environ = os.environ if environ is None else environ
     if _tf_config_workers(environ) > 0:
@@ -137,12 +139,12 @@ def make_cluster_resolver(
                 )
             resolver.cluster_spec()
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(
+            raise BadInput(
                 f"cannot read the SLURM job step ({exc}); run one task per node or per GPU, "
                 f"e.g. srun --ntasks-per-node=1 (this node has {gpus} GPUs)"
             ) from None
         return resolver, "SLURM"
-    raise ValueError(
+    raise BadInput(
         "--distribute multiworker needs a cluster: set TF_CONFIG in every process, or start "
         "the processes with srun inside a SLURM allocation (see scripts/slurm_train.sh)"
     )
@@ -173,7 +175,7 @@ def make_strategy(
     num_workers = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
     task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
     if num_workers < 2:
-        raise ValueError(
+        raise BadInput(
             f"--distribute multiworker needs 2 or more workers, but {source} names "
             f"{num_workers}; start more tasks (e.g. sbatch -N1 --ntasks-per-node=2 ... or "
             "srun -n 2) or train in one process with --distribute auto"
@@ -190,7 +192,7 @@ def make_strategy(
 
 
 def _check_port_free(address: str, source: str, environ: Mapping[str, str]) -> None:
-    """ValueError naming the port when this worker's `host:port` is already taken on this host.
+    """BadInput naming the port when this worker's `host:port` is already taken on this host.
 
     TensorFlow's gRPC server would either fail with a long C++ error or, where the other
     listener also sets SO_REUSEPORT (another TensorFlow job's worker), share the port with it and
@@ -200,7 +202,7 @@ def _check_port_free(address: str, source: str, environ: Mapping[str, str]) -> N
     try:
         port = int(port_text)
     except ValueError:
-        raise ValueError(
+        raise BadInput(
             f"{source} gives this worker the address {address!r}, not host:port"
         ) from None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -215,7 +217,7 @@ def _check_port_free(address: str, source: str, environ: Mapping[str, str]) -> N
                 if source == "SLURM"
                 else "give this worker a free port in TF_CONFIG"
             )
-            raise ValueError(
+            raise BadInput(
                 f"port {port} of this worker ({address}, from {source}) is taken on this host "
                 f"({exc.strerror}); {hint}"
             ) from None

@@ -22,6 +22,7 @@ from tensorflow.core.framework import summary_pb2
 
 from datasets.cityscapes import load_pair
 from datasets.pipeline import build_dataset
+from utils.errors import BadInput
 from utils.io import write_json, write_text
 from utils.labels import CLASS_NAMES
 from utils.visualize import colorize
@@ -130,7 +131,7 @@ def first_batch(
         for index in range(len(samples)):
             try:
                 load_pair(samples[index])
-            except ValueError:
+            except BadInput:  # a bad file (BadFileError)
                 continue
             samples = samples[index:]
             break

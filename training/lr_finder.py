@@ -29,6 +29,7 @@ from datasets.cityscapes import find_samples
 from training.options import MOMENTUM_OPTIMIZERS
 from training.schedules import ExponentialSweep
 from training.setup import build_setup, input_fn
+from utils.errors import BadInput
 from utils.io import atomic_path, check_writable_dir, write_json, write_text
 
 __all__ = [
@@ -92,7 +93,7 @@ def find_lr(
         progress: called with (step, rate, smoothed loss) after each step.
     """
     if steps < 2:
-        raise ValueError(f"the finder needs at least 2 steps, got {steps!r}")
+        raise BadInput(f"the finder needs at least 2 steps, got {steps!r}")
     if not 0 <= smoothing < 1:
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
     lrs, losses, smoothed = [], [], []
@@ -114,6 +115,11 @@ def find_lr(
         if i > 0 and value > diverge * best:
             diverged = True
             break
+    if len(lrs) < 2:  # the loss was NaN/inf at once: the sweep started too high
+        raise BadInput(
+            f"the loss of the learning-rate sweep was not finite at step {len(lrs) + 1} "
+            f"(learning rate {float(rate):g}); start the sweep lower with --min-lr"
+        )
     min_lr, max_lr = suggest_range(lrs, smoothed)
     return FinderResult(lrs, losses, smoothed, min_lr, max_lr, diverged)
 
@@ -261,7 +267,7 @@ def run_lr_finder(
     samples = find_samples(root, "train", coarse=config.coarse)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     if global_batch > len(samples):
-        raise ValueError(
+        raise BadInput(
             f"the global batch {global_batch} exceeds the {len(samples)} training "
             "images; lower -b/--batch"
         )

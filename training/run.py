@@ -31,6 +31,7 @@ from training.progress import EpochProgress
 from training.schedules import describe_schedule, make_schedule
 from training.setup import TrainingSetup, build_setup, input_fn
 from training.validation import Validator
+from utils.errors import BadInput
 from utils.io import check_writable_dir
 
 __all__ = ["NonFiniteLossError", "TrainResult", "run_training", "scaled_rates"]
@@ -72,7 +73,7 @@ def scaled_rates(
 ) -> tuple[float, float | None, float | None]:
     """(learning_rate, min_lr, max_lr) after the documented batch scaling."""
     if config.lr_scaling not in ("linear", "none"):
-        raise ValueError(f"lr scaling must be linear or none, got {config.lr_scaling!r}")
+        raise BadInput(f"lr scaling must be linear or none, got {config.lr_scaling!r}")
     factor = float(num_replicas) if config.lr_scaling == "linear" else 1.0
     return (
         config.learning_rate * factor,
@@ -104,7 +105,7 @@ def _plan(
     global_batch = config.batch_size * num_replicas
     steps = len(train_samples) // global_batch
     if steps < 1:
-        raise ValueError(
+        raise BadInput(
             f"the global batch ({config.batch_size} x {num_replicas} replicas = "
             f"{global_batch}) exceeds the {len(train_samples)} training images; "
             "lower -b/--batch"

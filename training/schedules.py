@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from utils.errors import BadInput
+
 __all__ = [
     "ExponentialSweep",
     "PolynomialWarmup",
@@ -24,11 +26,11 @@ __all__ = [
 
 
 def _check_lrs(min_lr: float, max_lr: float) -> None:
-    """ValueError unless 0 <= min_lr <= max_lr."""
+    """BadInput unless 0 <= min_lr <= max_lr."""
     if not min_lr >= 0:
-        raise ValueError(f"the minimum learning rate must be >= 0, got {min_lr!r}")
+        raise BadInput(f"the minimum learning rate must be >= 0, got {min_lr!r}")
     if not max_lr >= min_lr:
-        raise ValueError(
+        raise BadInput(
             f"the minimum learning rate {min_lr!r} is above the maximum {max_lr!r}; "
             "swap --min-lr and --max-lr"
         )
@@ -66,7 +68,7 @@ class PolynomialWarmup(keras.optimizers.schedules.LearningRateSchedule):
         if int(warmup_steps) < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
         if not power > 0:
-            raise ValueError(f"power must be > 0, got {power!r}")
+            raise BadInput(f"power must be > 0, got {power!r}")
         self.max_lr = float(max_lr)
         self.min_lr = float(min_lr)
         self.total_steps = int(total_steps)
@@ -109,7 +111,7 @@ class TriangularCyclic(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, min_lr: float, max_lr: float, half_cycle: int) -> None:
         _check_lrs(min_lr, max_lr)
         if int(half_cycle) < 1:
-            raise ValueError(f"the half cycle (--cycle) must be >= 1 step, got {half_cycle!r}")
+            raise BadInput(f"the half cycle (--cycle) must be >= 1 step, got {half_cycle!r}")
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.half_cycle = int(half_cycle)
@@ -138,11 +140,11 @@ class ExponentialSweep(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, start: float, end: float, steps: int) -> None:
         if not start > 0:
-            raise ValueError(f"the finder's start learning rate must be > 0, got {start!r}")
+            raise BadInput(f"the finder's start learning rate must be > 0, got {start!r}")
         if not end > start:
-            raise ValueError(f"the finder's end learning rate must exceed {start!r}, got {end!r}")
+            raise BadInput(f"the finder's end learning rate must exceed {start!r}, got {end!r}")
         if int(steps) < 2:
-            raise ValueError(f"the finder needs at least 2 steps, got {steps!r}")
+            raise BadInput(f"the finder needs at least 2 steps, got {steps!r}")
         self.start = float(start)
         self.end = float(end)
         self.steps = int(steps)
@@ -179,7 +181,7 @@ def make_schedule(
         warmup_steps: polynomial linear warm-up steps.
     """
     if not learning_rate > 0:
-        raise ValueError(f"the learning rate must be > 0, got {learning_rate!r}")
+        raise BadInput(f"the learning rate must be > 0, got {learning_rate!r}")
     peak = float(max_lr) if max_lr is not None else float(learning_rate)
     if kind == "polynomial":
         low = float(min_lr) if min_lr is not None else 0.0
@@ -190,7 +192,7 @@ def make_schedule(
         low = float(min_lr) if min_lr is not None else peak / 10.0
         half = int(cycle) if cycle is not None else max(1, int(total_steps) // 8)
         return TriangularCyclic(low, peak, half)
-    raise ValueError(f"unknown schedule {kind!r}; choose polynomial or cyclic")
+    raise BadInput(f"unknown schedule {kind!r}; choose polynomial or cyclic")
 
 
 def _rate(schedule: keras.optimizers.schedules.LearningRateSchedule, step: int) -> float:

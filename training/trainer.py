@@ -66,6 +66,7 @@ from models import get_info
 from models.info import AUX_LOSSES, LOSSES
 from models.loading import all_layers
 from training.options import MOMENTUM_OPTIMIZERS, OPTIMIZERS
+from utils.errors import BadInput
 
 __all__ = [
     "AUX_LOSSES",
@@ -123,7 +124,7 @@ def make_optimizer(
     """
     momentum = 0.9 if momentum is None else float(momentum)
     if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        raise BadInput(f"momentum must be in [0, 1), got {momentum!r}")
     opt = keras.optimizers
     builders: dict[str, Callable[[], keras.optimizers.Optimizer]] = {
         "adadelta": lambda: opt.Adadelta(learning_rate),
@@ -139,7 +140,7 @@ def make_optimizer(
         "sgd_nesterov": lambda: opt.SGD(learning_rate, momentum=momentum, nesterov=True),
     }
     if name not in builders:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        raise BadInput(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     optimizer = builders[name]()
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -154,11 +155,11 @@ def backbone_prefixes(model_name: str) -> tuple[str, ...]:
 def freeze_backbone(model: keras.Model, model_name: str) -> int:
     """Make the backbone's layers untrainable (batch norm then runs in inference mode).
 
-    Returns the number of layers frozen; ValueError if the model declares no backbone.
+    Returns the number of layers frozen; BadInput if the model declares no backbone.
     """
     prefixes = backbone_prefixes(model_name)
     if not prefixes:
-        raise ValueError(
+        raise BadInput(
             f"model {model_name!r} has no pretrained backbone to freeze; drop --freeze-backbone"
         )
     frozen = 0
@@ -331,9 +332,9 @@ class Trainer:
         boundary_awareness: bool = False,
     ) -> None:
         if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"class weights need {num_classes} values, got {len(class_weights)}")
+            raise BadInput(f"class weights need {num_classes} values, got {len(class_weights)}")
         if not weight_decay >= 0:
-            raise ValueError(f"weight decay must be >= 0, got {weight_decay!r}")
+            raise BadInput(f"weight decay must be >= 0, got {weight_decay!r}")
         self.model, self.optimizer, self.strategy = model, optimizer, strategy
         self.num_classes = int(num_classes)
         self.aux_weights = tuple(float(w) for w in aux_weights)
@@ -361,13 +362,13 @@ class Trainer:
         aux_losses: Sequence[str] | None,
         boundary_awareness: bool,
     ) -> None:
-        """Check and keep the loss settings (ValueError naming the value)."""
+        """Check and keep the loss settings (BadInput naming the value)."""
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise BadInput(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if not 0.0 < float(ohem_thresh) <= 1.0:
-            raise ValueError(f"OHEM threshold must be in (0, 1], got {ohem_thresh!r}")
+            raise BadInput(f"OHEM threshold must be in (0, 1], got {ohem_thresh!r}")
         if int(ohem_min_kept) < 1:
-            raise ValueError(f"OHEM minimum kept pixels must be >= 1, got {ohem_min_kept!r}")
+            raise BadInput(f"OHEM minimum kept pixels must be >= 1, got {ohem_min_kept!r}")
         kinds = ("ce",) * len(self.aux_weights) if aux_losses is None else tuple(aux_losses)
         if len(kinds) != len(self.aux_weights):
             raise ValueError(
@@ -499,16 +500,6 @@ class Trainer:
         outputs = self.model(tf.cast(images, tf.float32), training=training)
         return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
-    def loss_terms(self, outputs: Sequence[tf.Tensor], labels: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The weighted loss terms (main, aux, boundary, bas) of `outputs` against `labels`, as
-        a training step computes them, in the current replica context (outside strategy.run:
-        the whole batch as one replica's)."""
-        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        targets, counts = self._targets(labels)
-        context = tf.distribute.get_replica_context()
-        reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(counts))
-        return self._loss_terms(outputs, targets, reduced)
-
     def _forward_backward(
         self, images: tf.Tensor, targets: dict[str, tf.Tensor], counts: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, list]:
@@ -573,7 +564,7 @@ class Trainer:
             loss, main, aux, stops = self._train_fn(batch, flag)
         except tf.errors.OpError as exc:
             if "mixed precision is disallowed" in str(exc):
-                raise ValueError(
+                raise BadInput(
                     "XLA's CPU compiler rejects this model's bfloat16 gradients (dropout mixes "
                     "float32 and bfloat16); on CPU use --xla or --mixed-precision, not both"
                 ) from None

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from datasets.cityscapes import load_pair
 from evaluation.metrics import confusion_matrix, scores_from_confusion
+from utils.errors import BadInput
 from utils.labels import DEFAULT_CLASS_SET, get_class_set
 from utils.resize import resize_image, resize_map, scores_to_train_ids
 
@@ -99,7 +100,7 @@ class Validator:
                         return
                     try:
                         yield pending.popleft().result()
-                    except (ValueError, OSError) as exc:
+                    except BadInput as exc:  # a bad file (read errors become BadFileError)
                         if not self.skip_bad:
                             raise
                         self.log(f"skipped a bad validation sample: {exc}")
@@ -112,7 +113,7 @@ class Validator:
         if self.class_set.name == DEFAULT_CLASS_SET:
             return load_pair(sample)
         if sample.train_ids:
-            raise ValueError(
+            raise BadInput(
                 f"label {str(sample.label)!r} holds train ids; --classes {self.class_set.name} "
                 "needs label-id files (*_labelIds.png)"
             )

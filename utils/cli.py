@@ -16,6 +16,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from utils.errors import BadInput
+
 EXIT_BAD_INPUT = 2
 
 
@@ -72,12 +74,13 @@ def _is_terminal(stream: Any) -> bool:
 def guard(
     main: Callable[..., Any] | None = None, *, on_interrupt: str | None = None
 ) -> Callable[..., Any]:
-    """Run a CLI `main`, turning ValueError and OSError raised for bad input into `fail`.
+    """Run a CLI `main`, turning `utils.errors.BadInput` (the user's mistake) into `fail`.
 
-    Library code raises ValueError (bad value) or OSError (missing or unwritable file) with a
-    message that names the value or path and the fix; this wrapper prints it as one line. Any
-    other exception propagates (a traceback: a bug), but first, as before `fail`, the locals of
-    the frames it unwound are released (`release_frames`), so no tf.data iterator outlives them.
+    Library code raises BadInput with a message that names the value or path and the fix; this
+    wrapper prints it as one line and exits with status 2. Any other exception, ValueError and
+    OSError included, propagates (a traceback and status 1: a bug), but first, as before `fail`,
+    the locals of the frames it unwound are released (`release_frames`), so no tf.data iterator
+    outlives them.
     Ctrl-C prints `interrupted: ON_INTERRUPT` on its own line (`interrupted`) and exits with 130.
 
     Used as `@guard`, or as `@guard(on_interrupt="rerun the same command to continue")` by a
@@ -92,7 +95,7 @@ def guard(
         sys.unraisablehook = functools.partial(_raise_lost_interrupt, previous_hook, finished)
         try:
             return main(*args, **kwargs)
-        except (ValueError, OSError) as exc:
+        except BadInput as exc:
             message = str(exc) or repr(exc)
             release_frames(exc)
             fail(message)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from utils.errors import BadInput
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -51,14 +53,14 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check that files can be written there; raise OSError naming it."""
+    """Create `path` if needed and check that files can be written there; raise BadInput naming it."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise OSError(
+        raise BadInput(
             f"cannot write to folder {str(path)!r} ({exc.strerror or exc}); "
             "choose another output folder"
         ) from exc
@@ -74,7 +76,7 @@ def read_png(path: str | os.PathLike, what: str = "file") -> Any:
     Decodes with imagecodecs (libpng; it inflates with the system's zlib, or TensorFlow's bundled
     zlib once TensorFlow is imported), about 1.25x faster here than OpenCV 5's bundled libpng
     on Cityscapes-size files (`results/benchmark_data.md`). A missing, truncated
-    or corrupt file raises ValueError naming it as `what`.
+    or corrupt file raises BadInput naming it as `what`.
     """
     # image libraries only when images are read
     import imagecodecs
@@ -84,13 +86,16 @@ def read_png(path: str | os.PathLike, what: str = "file") -> Any:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise ValueError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
+        raise BadInput(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
     if not data.startswith(PNG_SIGNATURE):
-        raise ValueError(f"cannot read {what} {path!r}: not a PNG file")
+        raise BadInput(f"cannot read {what} {path!r}: not a PNG file")
     try:
         return imagecodecs.png_decode(data)
-    except Exception as exc:  # imagecodecs.PngError and friends
-        raise ValueError(f"cannot read {what} {path!r}: corrupt or truncated PNG ({exc})") from None
+    # what imagecodecs raises for a bad file: PngError (libpng's error), ValueError (a libpng
+    # message that is not UTF-8 comes back as UnicodeDecodeError; an unsupported PNG format),
+    # MemoryError (a header that declares a size no memory holds, e.g. 1000000x1000000)
+    except (imagecodecs.PngError, ValueError, MemoryError) as exc:
+        raise BadInput(f"cannot read {what} {path!r}: corrupt or truncated PNG ({exc})") from None
 
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)

@@ -19,6 +19,8 @@ import os
 import numpy as np
 from cityscapesscripts.helpers.labels import category2labels, labels
 
+from utils.errors import BadInput
+
 #: Classes the models predict (train ids 0..18).
 NUM_CLASSES = 19
 #: The ignore value in train-id maps.
@@ -92,11 +94,6 @@ LABEL_ID_PALETTE = _palette(train=False)
 CATEGORIES: tuple[str, ...] = tuple(category2labels)
 #: All Cityscapes labels with a label id, in cityscapesscripts' order (the Label namedtuples).
 LABELS = _LABELS
-
-
-def train_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Map a train-id map (0..18, 255) to Cityscapes label ids for the official server (255 -> 0)."""
-    return TRAIN_ID_TO_ID[np.asarray(train_ids, dtype=np.uint8)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,9 +190,9 @@ DEFAULT_CLASS_SET = "cityscapes19"
 
 
 def get_class_set(name: str) -> ClassSet:
-    """The ClassSet of `--classes name`; ValueError listing the names otherwise."""
+    """The ClassSet of `--classes name`; BadInput listing the names otherwise."""
     if name not in CLASS_SETS:
-        raise ValueError(f"unknown class set {name!r}; choose one of {', '.join(CLASS_SETS)}")
+        raise BadInput(f"unknown class set {name!r}; choose one of {', '.join(CLASS_SETS)}")
     return CLASS_SETS[name]
 
 

@@ -15,6 +15,9 @@ import os
 import keras
 from keras import layers
 
+from models.loading import weights_unavailable
+from utils.errors import BadInput
+
 #: Layer whose output is the 1/4-resolution, 24-channel low-level feature.
 LOW_LEVEL_LAYER = "block_2_add"
 #: Layer whose output is the final 320-channel feature at the output stride.
@@ -117,24 +120,6 @@ def mobilenetv2_features(
     return low_level, x
 
 
-def build_mobilenetv2_backbone(
-    input_shape: tuple[int, int, int], output_stride: int = 16, weights: str | None = None
-) -> keras.Model:
-    """A standalone dilated MobileNetV2 model with outputs [low_level, features].
-
-    Args:
-        input_shape: (H, W, 3) of images already scaled to [-1, 1].
-        output_stride: 8, 16 or 32.
-        weights: None, "imagenet" or a path to keras.applications MobileNetV2 weights.
-    """
-    inputs = keras.Input(input_shape, name="image")
-    low_level, features = mobilenetv2_features(inputs, output_stride)
-    model = keras.Model(inputs, [low_level, features], name=f"mobilenetv2_os{output_stride}")
-    if weights is not None:
-        load_mobilenetv2_weights(model, weights)
-    return model
-
-
 def imagenet_weights_path() -> str:
     """Where keras.applications caches the MobileNetV2 no-top ImageNet weights file."""
     if "KERAS_HOME" in os.environ:
@@ -157,7 +142,7 @@ def load_mobilenetv2_weights(model: keras.Model, weights: str) -> int:
         The number of layers whose weights were copied.
     """
     if weights != "imagenet" and not os.path.isfile(str(weights)):
-        raise OSError(
+        raise BadInput(
             f"MobileNetV2 weights file not found: {weights!r}; pass 'imagenet' or the "
             f"path of a keras.applications MobileNetV2 (include_top=False) weights file"
         )
@@ -166,13 +151,15 @@ def load_mobilenetv2_weights(model: keras.Model, weights: str) -> int:
             input_shape=(224, 224, 3), include_top=False, weights=weights
         )
     except Exception as error:
+        if not weights_unavailable(error):  # a bug, not a missing or unreadable file
+            raise
         if weights != "imagenet":
-            raise ValueError(
+            raise BadInput(
                 f"cannot load {weights!r} as keras.applications MobileNetV2 "
                 f"(alpha 1.0, include_top=False) weights: {error}"
             ) from error
         path = imagenet_weights_path()
-        raise OSError(
+        raise BadInput(
             f"cannot load the MobileNetV2 ImageNet weights: {path} is missing and the download "
             f"from {IMAGENET_URL}{IMAGENET_FILE} failed ({error}). Offline, copy that file to "
             f"{path} (Keras looks there; set KERAS_HOME to change the folder), or pass the "

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import keras
 
+from models.loading import WEIGHTS_FILE_ERRORS, weights_unavailable
+from utils.errors import BadInput
+
 #: backbone name -> (keras.applications builder, names of the C3, C4, C5 layers).
 RESNETS = {
     "resnet50": (
@@ -52,28 +55,30 @@ def _check_backbone(backbone: str) -> None:
 
 
 def _pretrained_reference(backbone: str, weights: str) -> keras.Model:
-    """keras.applications model (no top) with `weights` loaded; clear OSError when unavailable."""
+    """keras.applications model (no top) with `weights` loaded; clear BadInput when unavailable."""
     builder = RESNETS[backbone][0]
     if weights == "imagenet":
         cached = imagenet_weights_file(backbone)
         try:
             return builder(include_top=False, weights="imagenet", input_shape=(None, None, 3))
-        except Exception as err:  # any download failure gets the same advice
-            raise OSError(
+        except Exception as err:
+            if not weights_unavailable(err):  # a bug, not a failed download or a bad cached file
+                raise
+            raise BadInput(
                 f"could not load the ImageNet weights of {backbone} ({err}); without internet, "
                 f"download {WEIGHTS_URL}{cached.name} elsewhere and copy it to {cached}, "
                 f"or pass the file's path as weights"
             ) from err
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise OSError(
+        raise BadInput(
             f"{backbone} weights file {str(path)!r} does not exist; pass None, 'imagenet' or the "
             f"path of a keras.applications {backbone} (include_top=False) weights file"
         )
     try:
         return builder(include_top=False, weights=str(path), input_shape=(None, None, 3))
-    except (ValueError, KeyError) as err:
-        raise ValueError(
+    except WEIGHTS_FILE_ERRORS as err:
+        raise BadInput(
             f"{str(path)!r} is not a keras.applications {backbone} (include_top=False) weights "
             f"file: {err}"
         ) from err
