@@ -37,7 +37,7 @@ from typing import Any
 
 from datasets.corruptions import CORRUPTIONS, SEVERITIES
 from datasets.options import add_dataset_args, dataset_root, parse_severities
-from inference.runtimes import add_backend_arg, title
+from inference.runtimes import REFERENCE_RUNTIME, add_backend_arg, title
 from models.options import add_model_args, model_options
 from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, positive_int, quiet_tensorflow
@@ -248,7 +248,7 @@ def check_args(args: argparse.Namespace) -> None:
             f"--train-ids reads the 19 benchmark classes' train ids; score {args.classes} from "
             "label-id PNGs (drop --train-ids)"
         )
-    if args.backend != "onnxruntime" and args.onnx is None:
+    if args.backend != REFERENCE_RUNTIME and args.onnx is None:
         fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if args.model is None and args.weights:
         fail("-w/--weights needs -m MODEL (the weights hold no model name); or give --onnx FILE")
@@ -261,9 +261,7 @@ def _source(args: argparse.Namespace) -> str:
     if args.predictions is not None:
         return f"predictions in {args.predictions}" + (" (train ids)" if args.train_ids else "")
     return f"model {args.model}" + (
-        f" ({args.onnx}, {title(args.backend)})"
-        if args.onnx
-        else f" with weights {args.weights}"
+        f" ({args.onnx}, {title(args.backend)})" if args.onnx else f" with weights {args.weights}"
     )
 
 

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from datasets.options import add_dataset_args
-from inference.runtimes import add_backend_arg
+from inference.runtimes import REFERENCE_RUNTIME, add_backend_arg
 from models.options import add_model_args
 from utils.class_options import add_classes_arg
 from utils.cli import fail, guard, make_parser, non_negative_float, positive_int, quiet_tensorflow
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("give trained weights with -w/--weights (or an exported model with --onnx FILE)")
     if args.weights is not None and args.onnx is not None:
         fail("give either -w/--weights (Keras) or --onnx FILE (an export), not both")
-    if args.backend != "onnxruntime" and args.onnx is None:
+    if args.backend != REFERENCE_RUNTIME and args.onnx is None:
         fail(f"--backend {args.backend} runs an exported model: give --onnx FILE")
     if not 0.0 <= args.alpha <= 1.0:
         fail(f"--alpha must be between 0 and 1, got {args.alpha}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.jobs import JobSpec, run_job_subprocess
+from bench.options import DEFAULT_OUTPUT_DIR, REFERENCE_SIZE
 from bench.report import write_reports
 from bench.roofline import roofline
 from bench.rows import CPU_RUNTIMES, Row, job_rows, spec_label
@@ -32,8 +33,6 @@ from utils.errors import BadInput
 from utils.io import check_writable_dir
 from utils.machine import machine_info
 
-#: Cityscapes' full size (H, W): the default input of the benchmarks.
-REFERENCE_SIZE = (1024, 2048)
 #: Issue 16's target for the light models on an Intel CPU: OpenVINO this many times faster than
 #: onnxruntime (a row below it says so).
 OPENVINO_TARGET = 1.5
@@ -64,18 +63,12 @@ CONVENTIONS = (
 
 #: The backends when none are asked for: the CPU runtimes of the exported file side by side
 #: (onnxruntime and OpenVINO; those not installed are left out, and run_inference says so).
-DEFAULT_BACKENDS = tuple(
-    n for n, e in runtimes.RUNTIMES.items() if e.source == "onnx" and e.cpu
-)
+DEFAULT_BACKENDS = tuple(n for n, e in runtimes.RUNTIMES.items() if e.source == "onnx" and e.cpu)
 
 
 def _exported(backend: str) -> bool:
     """Whether a runtime runs the exported file (directly or as an engine built from it)."""
     return runtimes.entry(backend).source != "keras"
-
-#: Where benchmark.py writes unless --output-dir says otherwise: ignored by git, so a run never
-#: replaces the committed figures in results/ (regenerated only with --output-dir results).
-DEFAULT_OUTPUT_DIR = "runs/benchmark"
 
 
 @dataclasses.dataclass

@@ -1,9 +1,9 @@
 """benchmark.py's command line: the inference options and the subcommands' parsers.
 
 Light: it imports neither TensorFlow nor numpy (nor bench.latency, which does), so
-`python benchmark.py --help` stays instant. The output folder and reference size that
-bench.latency defines are repeated here (tests/test_benchmark.py checks that they agree); the
-timing defaults come from inference.timing, the runtime names and precisions from
+`python benchmark.py --help` stays instant. The output folder and the reference size are
+defined here and bench.latency takes them from here; the timing defaults come from
+inference.timing, the runtime names and precisions from
 inference.runtimes, the class sets from utils.class_options, the corruption names from
 datasets.corruptions and the parsing of --severities from datasets.options, as evaluate.py's.
 """
@@ -28,9 +28,10 @@ from utils.cli import (
 )
 from utils.errors import BadInput
 
-#: Where every command writes its files (bench.latency.DEFAULT_OUTPUT_DIR).
+#: Where every command writes unless --output-dir says otherwise: ignored by git, so a run never
+#: replaces the committed figures in results/ (regenerated only with --output-dir results).
 DEFAULT_OUTPUT_DIR = "runs/benchmark"
-#: Cityscapes' full size (H, W): the default input of the benchmarks (bench.latency.REFERENCE_SIZE).
+#: Cityscapes' full size (H, W): the default input of the benchmarks.
 REFERENCE_SIZE = (1024, 2048)
 
 

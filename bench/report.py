@@ -440,11 +440,7 @@ def render_markdown(meta: dict[str, Any], rows: list[Row]) -> str:
     s = meta["settings"]
     ps, pe = meta["peak_start"], meta["peak_end"]
     during = meta.get("peak_during_gflops") or []
-    versions = {
-        runtime_title(r.backend): r.runtime_version
-        for r in rows
-        if r.runtime_version
-    }
+    versions = {runtime_title(r.backend): r.runtime_version for r in rows if r.runtime_version}
     ran = ", ".join(f"{k} {v}" for k, v in versions.items())
     notes = column_notes(meta)
     lines = [

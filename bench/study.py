@@ -36,6 +36,7 @@ from bench.plots import pareto_front, plot_pareto
 from bench.report import fmt, markdown_table, text_table, write_csv
 from bench.rows import spec_label
 from inference import runtimes
+from utils.errors import BadInput
 from utils.io import write_json, write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,7 +139,7 @@ def given_weights(config: StudyConfig, model: Model) -> Path | None:
     for path in candidates:
         if path.is_file():
             return path
-    raise ValueError(
+    raise BadInput(
         f"--weights-dir {str(folder)!r} has no weights for {model.label}: looked for "
         + ", ".join(repr(str(p.relative_to(folder))) for p in candidates)
         + "; add them or leave the model out of --models"
@@ -326,7 +327,7 @@ def _shown(command: list[str]) -> str:
 def _check_same(model: Model, stage: str, record: dict[str, Any], command: list[str]) -> None:
     """A stage done with another command would mix settings in one row: refuse it."""
     if record.get("command") != command:
-        raise ValueError(
+        raise BadInput(
             f"{model.folder / stage} was made by another command than this study's "
             f"({shlex.join(record.get('command') or [])!r}, now {shlex.join(command)!r}); "
             "use another --output-dir, or move that folder away to redo the stage"
@@ -416,7 +417,7 @@ def run_study(
     models = study_models(config)
     if task is not None:
         if not 0 <= task < len(models):
-            raise ValueError(f"--task {task} is out of range: the study has {len(models)} models")
+            raise BadInput(f"--task {task} is out of range: the study has {len(models)} models")
         models = [models[task]]
     for model in models:  # before hours of work: every --weights-dir file is there
         given_weights(config, model)

@@ -21,7 +21,7 @@ from datasets.cityscapes import read_image
 from datasets.synthetic import generate
 from deploy.graph import LABELS_NAME, all_nodes, constants, load_onnx, node_attr
 from inference.parity import compare, limits
-from inference.runtimes import open_runtime
+from inference.runtimes import REFERENCE_RUNTIME, open_runtime
 from models.trained import jumps_at_pooling_ties
 from utils.errors import BadInput
 from utils.labels import TRAIN_ID_TO_ID
@@ -257,7 +257,7 @@ def check_onnx(
     checker_ok = _run_checker(path, errors)
     meta = {p.key: p.value for p in model.metadata_props}
     precision = meta.get("precision", "float32")
-    runtime = open_runtime("onnxruntime", path, providers=providers)
+    runtime = open_runtime(REFERENCE_RUNTIME, path, providers=providers)
     size = (
         tuple(int(v) for v in meta["input_size"].split(","))
         if meta.get("input_size")

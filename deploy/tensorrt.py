@@ -26,7 +26,7 @@ import numpy as np
 
 from deploy.graph import summarize_onnx
 from inference.parity import Parity, check
-from inference.runtimes import open_runtime
+from inference.runtimes import REFERENCE_RUNTIME, open_runtime
 from inference.runtimes.tensorrt_runtime import import_tensorrt
 from inference.timing import TimingResult, time_callable
 from utils.errors import BadInput
@@ -185,9 +185,7 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         problems = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BadInput(
-            f"TensorRT {trt.__version__}'s ONNX parser rejects {onnx_path}: {problems}"
-        )
+        raise BadInput(f"TensorRT {trt.__version__}'s ONNX parser rejects {onnx_path}: {problems}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
     if major < 11 and precision == "fp16" and file_precision != "fp16":
@@ -254,7 +252,7 @@ def build_and_check_engine(onnx_path: str | os.PathLike, precision: str = "fp32"
     metadata = summarize_onnx(onnx_path).metadata
     runtime = open_runtime("tensorrt", build.path, precision=build.precision, metadata=metadata)
     images = sample_images(1, runtime.input_size)
-    reference = open_runtime("onnxruntime", onnx_path, providers=["CPUExecutionProvider"])
+    reference = open_runtime(REFERENCE_RUNTIME, onnx_path, providers=["CPUExecutionProvider"])
     parity = check(runtime.run(images), reference.run(images), build.precision)
     timing = time_callable(runtime.bind(images))
     parts = np.asarray(timing.parts_s, np.float64) * 1e3

@@ -20,6 +20,7 @@ import numpy as np
 from datasets.cityscapes import find_samples, read_image, read_label
 from inference.segmenter import Segmenter
 from utils import visualize
+from utils.errors import BadInput
 from utils.io import atomic_path
 from utils.labels import DEFAULT_CLASS_SET, ClassSet, get_class_set
 
@@ -108,13 +109,13 @@ def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = 
     """The photos of a folder (recursively), a file or a glob.
 
     Files whose extension is not an image's (IMAGE_EXTENSIONS) are passed over and listed in
-    `passed_over`; a folder or glob with no image file at all is a ValueError naming it. An image
+    `passed_over`; a folder or glob with no image file at all is a BadInput naming it. An image
     file no decoder recognises is named and either skipped (`skip_bad`: reported through `warn`
-    and listed in `skipped`) or reported as a ValueError.
+    and listed in `skipped`) or reported as a BadInput.
     """
     files, where = _matching_files(spec)
     if not files:
-        raise ValueError(
+        raise BadInput(
             f"--input {where} matches no files; give a folder of photos or a glob "
             "such as 'photos/*.jpg'"
         )
@@ -122,7 +123,7 @@ def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = 
     passed_over = [f for f in files if not is_image_name(f)]
     if not images:
         extensions = ", ".join(IMAGE_EXTENSIONS)
-        raise ValueError(
+        raise BadInput(
             f"--input {where} holds no image file ({len(passed_over)} other file"
             f"{'' if len(passed_over) == 1 else 's'}, e.g. {str(passed_over[0])!r}); "
             f"give photos ending in {extensions}"
@@ -133,21 +134,21 @@ def input_items(spec: str, skip_bad: bool, warn: Callable[[str], None] | None = 
         if not cv2.haveImageReader(str(file)):
             message = f"--input file {str(file)!r} is not an image OpenCV can read"
             if not skip_bad:
-                raise ValueError(f"{message}; remove it or pass --skip-bad")
+                raise BadInput(f"{message}; remove it or pass --skip-bad")
             if warn is not None:
                 warn(f"{message}; skipped")
             found.skipped.append(file)
             continue
         name = output_name(file)
         if name in names:
-            raise ValueError(
+            raise BadInput(
                 f"--input files {str(names[name])!r} and {str(file)!r} would write "
                 f"outputs of the same name {name!r}; rename one"
             )
         names[name] = file
         found.items.append(Item(file, name, _ground_truth_beside(file)))
     if not found.items:
-        raise ValueError(
+        raise BadInput(
             f"--input {where} holds no readable images ({len(found.skipped)} skipped); "
             "check the files named above"
         )
@@ -174,7 +175,7 @@ def _write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), array):
-            raise OSError(f"could not write {str(path)!r}; check the results folder")
+            raise BadInput(f"could not write {str(path)!r}; check the results folder")
 
 
 def write_outputs(
@@ -192,7 +193,7 @@ def write_outputs(
 
     `train_ids` are class indices of `class_set` (default: the 19 benchmark classes); the label
     ids, colours and ground truth follow it. An unreadable ground-truth label raises its
-    ValueError, or with `skip_bad` is reported through `warn` and the panel is drawn without it.
+    BadInput, or with `skip_bad` is reported through `warn` and the panel is drawn without it.
     """
     class_set = class_set or get_class_set(DEFAULT_CLASS_SET)
     default = class_set.name == DEFAULT_CLASS_SET
@@ -202,7 +203,7 @@ def write_outputs(
             ground_truth = read_label(item.label, train_ids=item.label_train_ids, map_ids=default)
             if not default:
                 ground_truth = class_set.from_label_ids[ground_truth]
-        except ValueError as exc:
+        except BadInput as exc:
             if not skip_bad:
                 raise
             if warn is not None:
@@ -254,7 +255,7 @@ def segment_items(
             try:
                 photos.append(read_image(item.image))
                 kept.append(item)
-            except ValueError as exc:
+            except BadInput as exc:
                 if not skip_bad:
                     raise
                 if warn is not None:

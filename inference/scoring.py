@@ -33,6 +33,7 @@ from evaluation.cityscapes_eval import (
 from evaluation.class_sets import class_confusion
 from evaluation.robustness import robustness_summary
 from inference.segmenter import Segmenter
+from utils.errors import BadInput
 from utils.resize import resize_map
 
 __all__ = ["ModelScores", "check_corruptions", "score_segmenter"]
@@ -53,13 +54,13 @@ class ModelScores:
 
 
 def check_corruptions(names: Sequence[str], severities: Sequence[int]) -> None:
-    """ValueError naming an unknown corruption or a severity outside 1-5."""
+    """BadInput naming an unknown corruption or a severity outside 1-5."""
     for name in names:
         if name not in CORRUPTIONS:
-            raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
+            raise BadInput(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
     for severity in severities:
         if isinstance(severity, bool) or severity not in SEVERITIES:
-            raise ValueError(f"corruption severities are 1-5, got {severity!r}")
+            raise BadInput(f"corruption severities are 1-5, got {severity!r}")
 
 
 def score_segmenter(
@@ -85,14 +86,14 @@ def score_segmenter(
         progress: called with the number of (image, setting) runs just done.
 
     Raises:
-        ValueError: a bad corruption or severity, a missing image, a bad ground-truth file.
+        BadInput: a bad corruption or severity, a missing image, a bad ground-truth file.
     """
     check_corruptions(corruptions, severities)
     gts = ground_truth_files(root, split)
     images = [image_path(gt) for gt in gts]
     for gt, image in zip(gts, images, strict=True):
         if not image.is_file():
-            raise ValueError(f"no image {str(image)!r} for ground truth {gt!r}")
+            raise BadInput(f"no image {str(image)!r} for ground truth {gt!r}")
     class_set = segmenter.class_set
     tables = label_tables(class_set.name)
     settings: list[tuple[str, int]] = [("clean", 0)]

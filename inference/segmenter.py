@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from inference.parity import Parity, check
-from inference.runtimes import ONNX_RUNTIMES, entry, open_runtime, title
+from inference.runtimes import ONNX_RUNTIMES, REFERENCE_RUNTIME, entry, open_runtime, title
 from models import MODELS, get_info
 from models.bayes_segnet import mc_predict
 from models.trained import build_inference_model
@@ -100,7 +100,7 @@ class Segmenter:
         onnx: str | os.PathLike | None = None,
         mc_samples: int | None = None,
         seed: int = 0,
-        runtime: str = "onnxruntime",
+        runtime: str = REFERENCE_RUNTIME,
         classes: str | None = None,
         threads: int | None = None,
     ) -> None:
@@ -112,10 +112,8 @@ class Segmenter:
         self.parity: Parity | None = None
         self._reference_checked = False
         if runtime not in ONNX_RUNTIMES:
-            raise BadInput(
-                f"--backend must be one of {', '.join(ONNX_RUNTIMES)}; got {runtime!r}"
-            )
-        if runtime != "onnxruntime" and onnx is None:
+            raise BadInput(f"--backend must be one of {', '.join(ONNX_RUNTIMES)}; got {runtime!r}")
+        if runtime != REFERENCE_RUNTIME and onnx is None:
             raise BadInput(f"--backend {runtime} runs an exported file: give --onnx FILE")
         if mc_samples is not None and onnx is not None:
             raise BadInput("--mc-samples runs the Keras model; it cannot be combined with --onnx")
@@ -231,9 +229,7 @@ class Segmenter:
         if reference is None or self.model is not None:
             return
         step = self.runtime.batch or len(batch)
-        ref_runtime = open_runtime(
-            reference, self._onnx_path, providers=["CPUExecutionProvider"]
-        )
+        ref_runtime = open_runtime(reference, self._onnx_path, providers=["CPUExecutionProvider"])
         expected = ref_runtime.run(batch[:step])
         self.parity = check(scores[:step], expected, self.runtime.precision)
         if self.parity.errors:

@@ -15,6 +15,7 @@ import keras
 from models.layers import MaxUnpooling2D
 from models.loading import all_layers, check_weights_file, load_weights_strict
 from models.registry import build_model, get_info
+from utils.errors import BadInput
 
 
 def build_inference_model(
@@ -46,13 +47,13 @@ def build_inference_model(
             return model
         try:
             load_weights_strict(model, weights, what)
-        except ValueError:
+        except BadInput:
             if not get_info(name).aux_weights:
                 raise
             trained = build_model(name, (height, width, 3), aux=True, **model_options)
             try:
                 load_weights_strict(trained, weights, f"{what} with aux heads")
-            except ValueError:
+            except BadInput:
                 load_weights_strict(model, weights, what)  # re-raise the plain model's message
                 raise
             for layer in model.layers:

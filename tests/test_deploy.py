@@ -600,7 +600,7 @@ def test_cli_check_that_cannot_run_leaves_no_file(tmp_path, capsys, monkeypatch)
     import convert_to_onnx
 
     def broken(*args, **kwargs):
-        raise ValueError("the check cannot run")
+        raise BadInput("the check cannot run")
 
     monkeypatch.setattr(checks, "check_onnx", broken)
     out = tmp_path / "model.onnx"
@@ -610,6 +610,15 @@ def test_cli_check_that_cannot_run_leaves_no_file(tmp_path, capsys, monkeypatch)
     captured = capsys.readouterr()
     assert "error: the check cannot run" in captured.err
     assert "onnx.checker" not in captured.out  # no check result is claimed
+    assert list(tmp_path.iterdir()) == []
+
+    # a bug in the check is no bad input: it propagates (a traceback), and no file is left
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug in the check")
+
+    monkeypatch.setattr(checks, "check_onnx", buggy)
+    with pytest.raises(ValueError, match="a bug in the check"):
+        convert_to_onnx.main(["-m", _first_buildable(), "-t", "64,128", "-o", str(out)])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -25,7 +25,9 @@ def test_tensorrt_11_needs_a_float16_file_for_fp16(monkeypatch, tmp_path):
     export.export_onnx("separable_unet", path, input_size=(32, 64))
     fake = types.SimpleNamespace(__version__="11.4.0.106")
     monkeypatch.setattr(tensorrt, "import_tensorrt", lambda: fake)
-    with pytest.raises(BadInput, match="strongly typed .* is float32; export with --precision fp16"):
+    with pytest.raises(
+        BadInput, match="strongly typed .* is float32; export with --precision fp16"
+    ):
         tensorrt.build_engine(path, precision="fp16")
     with pytest.raises(BadInput, match="fp32 or fp16; got 'bf16'"):
         tensorrt.build_engine(path, precision="bf16")

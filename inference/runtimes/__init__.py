@@ -66,6 +66,8 @@ RUNTIMES: dict[str, Entry] = {
 RUNTIME_NAMES: tuple[str, ...] = tuple(RUNTIMES)
 #: The runtimes of an exported ONNX file that predict.py and evaluate.py take (--backend).
 ONNX_RUNTIMES: tuple[str, ...] = tuple(n for n, e in RUNTIMES.items() if e.source == "onnx")
+#: The runtime the others are checked against, and the default of an exported file.
+REFERENCE_RUNTIME: str = next(n for n in ONNX_RUNTIMES if RUNTIMES[n].reference is None)
 
 
 def entry(name: str) -> Entry:
@@ -117,14 +119,15 @@ def open_runtime(
 
 def add_backend_arg(parser: Any) -> None:
     """`--backend`: the runtime of `--onnx`, as predict.py and evaluate.py take it."""
-    others = [n for n in ONNX_RUNTIMES if RUNTIMES[n].reference is not None]
+    others = [n for n in ONNX_RUNTIMES if n != REFERENCE_RUNTIME]
     checked = ", ".join(f"{n} ({RUNTIMES[n].description})" for n in others)
     parser.add_argument(
         "--backend",
         choices=ONNX_RUNTIMES,
-        default="onnxruntime",
-        help=f"runtime of --onnx: onnxruntime, or {checked}; a checked runtime's first batch "
-        "runs through its reference too and must meet the parity rule (inference/parity.py)",
+        default=REFERENCE_RUNTIME,
+        help=f"runtime of --onnx: {REFERENCE_RUNTIME}, or {checked}; a checked runtime's first "
+        "batch runs through its reference too and must meet the parity rule "
+        "(inference/parity.py)",
     )
 
 

@@ -22,8 +22,9 @@ from inference.runtimes.base import Runtime
 from utils.errors import BadInput
 from utils.machine import available_cores
 
-#: Providers tried in this order when none are asked for (those this build offers).
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: Providers tried in this order when none are asked for (those this build offers). TensorRT's
+#: execution provider is not among them: TensorRT is a runtime of its own (tensorrt_runtime).
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def available(name: str = "onnxruntime") -> str | None:
@@ -56,7 +57,7 @@ def session(
         path: the .onnx file.
         providers: explicit provider names, e.g. ["CPUExecutionProvider"]; BadInput naming the
             asked and the obtained ones when the session falls back from any of them. None:
-            TensorRT, then CUDA, then CPU, those this onnxruntime build offers.
+            CUDA, then CPU, those this onnxruntime build offers.
         threads: intra-op threads (None: onnxruntime's choice).
         profile_prefix: run onnxruntime's profiler, its file named with this prefix.
     """
@@ -127,7 +128,9 @@ class OnnxRuntime(Runtime):
         self.nchw = self.metadata.get("layout", "NHWC") == "NCHW"
         self.precision = _checked_precision(self.path, self.metadata, precision)
         self.version = ort.__version__
-        shape = [d if isinstance(d, int) and d > 0 else None for d in self.session.get_inputs()[0].shape]
+        shape = [
+            d if isinstance(d, int) and d > 0 else None for d in self.session.get_inputs()[0].shape
+        ]
         self.input_shape = [shape[0], shape[2], shape[3], shape[1]] if self.nchw else shape
         out = self.session.get_outputs()[0].shape
         channels = (out[1] if self.nchw else out[3]) if len(out) == 4 else None
@@ -160,7 +163,11 @@ def _checked_precision(path: str, metadata: dict[str, str], asked: str | None) -
             f"{path!r} is a {stored} export and onnxruntime computes in the file's types; for "
             f"{asked} export with convert_to_onnx.py"
             + (" --precision fp16" if asked == "fp16" else "")
-            + (" (bf16 runs through OpenVINO or TensorRT, not onnxruntime)" if asked == "bf16" else "")
+            + (
+                " (bf16 runs through OpenVINO or TensorRT, not onnxruntime)"
+                if asked == "bf16"
+                else ""
+            )
         )
     return own
 

@@ -67,9 +67,7 @@ class OpenVINORuntime(Runtime):
 
         path = Path(path)
         if not path.is_file():
-            raise BadInput(
-                f"ONNX file {str(path)!r} not found; export one with convert_to_onnx.py"
-            )
+            raise BadInput(f"ONNX file {str(path)!r} not found; export one with convert_to_onnx.py")
         if threads is not None and int(threads) < 1:
             raise BadInput(f"OpenVINO threads must be >= 1; got {threads!r}")
         precision = precision or "fp32"
@@ -144,7 +142,10 @@ class OpenVINORuntime(Runtime):
         return hint.to_string() if hasattr(hint, "to_string") else str(hint)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "policy": f"INFERENCE_PRECISION_HINT {self.inference_precision}"}
+        return {
+            **super().describe(),
+            "policy": f"INFERENCE_PRECISION_HINT {self.inference_precision}",
+        }
 
     def _bind(self, feed: np.ndarray) -> Callable[[], Any]:
         infer, port = self.request.infer, self._output_port
