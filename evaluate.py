@@ -261,7 +261,11 @@ def _source(args: argparse.Namespace) -> str:
     if args.predictions is not None:
         return f"predictions in {args.predictions}" + (" (train ids)" if args.train_ids else "")
     return f"model {args.model}" + (
-        f" ({args.onnx}, {title(args.backend)})" if args.onnx else f" with weights {args.weights}"
+        f" ({args.onnx}"
+        + ("" if args.backend == REFERENCE_RUNTIME else f", {title(args.backend)}")
+        + ")"
+        if args.onnx
+        else f" with weights {args.weights}"
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets.corruptions import CORRUPTIONS
 from datasets.options import add_dataset_args, parse_severities
-from inference.runtimes import PRECISIONS, RUNTIME_NAMES
+from inference.runtimes import PRECISIONS, RUNTIME_NAMES, RUNTIMES
 from inference.timing import MIN_DURATION_S, MIN_ITERS, WARMUP_S
 from utils.class_options import add_classes_arg
 from utils.cli import (
@@ -107,21 +107,19 @@ def add_timing_args(parser: argparse.ArgumentParser) -> None:
         "--backends",
         type=backends_arg,
         default=None,
-        help="comma list of tf (Keras model as a TF graph), xla (the same with "
-        "jit_compile), onnxruntime (tf2onnx export), openvino (the same ONNX file "
-        "through OpenVINO, latency hint, checked against onnxruntime; pip install "
-        "openvino==2026.4.1), tensorrt (trtexec, needs an NVIDIA GPU); on this CPU tf "
-        "takes about as long as onnxruntime and xla 11-19x longer, so add them with a "
-        "larger --budget (default: onnxruntime,openvino side by side, the faster marked; "
-        "OpenVINO left out, with a note, where it is not installed)",
+        help="comma list of the runtimes (inference/runtimes): "
+        + "; ".join(f"{name}: {entry.description}" for name, entry in RUNTIMES.items())
+        + ". On this CPU tf takes about as long as onnxruntime and xla 11-19x longer, so add "
+        "them with a larger --budget (default: the CPU runtimes of the exported file side by "
+        "side, the fastest marked; one this machine lacks is left out with a note)",
     )
     group.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
-        help="fp32; fp16/bf16 run tf/xla under Keras' mixed policy and "
-        "TensorRT with --fp16/--bf16; onnxruntime runs a float16 export for "
-        "fp16 and cannot run bf16",
+        help="fp32; fp16 runs tf/xla under Keras' mixed_float16 policy and exports a float16 "
+        "ONNX file for the other runtimes (OpenVINO refuses it); bf16 runs tf/xla under "
+        "mixed_bfloat16 (the other runtimes refuse it)",
     )
     group.add_argument(
         "--budget",

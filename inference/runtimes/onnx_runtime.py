@@ -159,15 +159,14 @@ def _checked_precision(path: str, metadata: dict[str, str], asked: str | None) -
     stored = metadata.get("precision", "float32")
     own = {v: k for k, v in FILE_PRECISIONS.items()}.get(stored, stored)
     if asked is not None and asked != own:
+        if asked not in FILE_PRECISIONS:
+            raise BadInput(
+                f"onnxruntime computes in the file's types, float32 or float16; {asked} is not "
+                "an export's precision (it runs the TF graph under Keras' mixed policy)"
+            )
         raise BadInput(
             f"{path!r} is a {stored} export and onnxruntime computes in the file's types; for "
-            f"{asked} export with convert_to_onnx.py"
-            + (" --precision fp16" if asked == "fp16" else "")
-            + (
-                " (bf16 runs through OpenVINO or TensorRT, not onnxruntime)"
-                if asked == "bf16"
-                else ""
-            )
+            f"{asked} export with convert_to_onnx.py --precision {asked}"
         )
     return own
 
