@@ -57,7 +57,14 @@ import keras
 from keras import layers
 
 from models.info import BatchNorm, ModelInfo, Published, Recipe
-from models.layers import check_input_size, conv_bn_relu, logits_output, normalize_input, resize_to
+from models.layers import (
+    check_input_size,
+    conv_bn_relu,
+    logits_output,
+    normalize_input,
+    pad_as_pytorch,
+    resize_to,
+)
 from utils.errors import BadInput
 
 #: Total downsampling: the semantic branch ends at 1/32.
@@ -100,8 +107,9 @@ def _stem(x) -> keras.KerasTensor:
 
 def _depthwise_bn(x, strides: int, multiplier: int, name: str, relu: bool) -> keras.KerasTensor:
     """3x3 depthwise conv (depth multiplier `multiplier`) -> BN [-> ReLU]."""
+    x, padding = pad_as_pytorch(x, 3, strides, 1, name)
     x = layers.DepthwiseConv2D(
-        3, strides=strides, padding="same", depth_multiplier=multiplier, use_bias=False, name=name
+        3, strides=strides, padding=padding, depth_multiplier=multiplier, use_bias=False, name=name
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
@@ -160,9 +168,10 @@ def bilateral_guided_aggregation(detail, semantic, name: str = "bga") -> keras.K
     filters = BGA_WIDTH
     factor = int(detail.shape[1]) // int(semantic.shape[1])
     detail_keep = _dw_pointwise(detail, filters, name=f"{name}_detail_keep")
+    detail_down, padding = pad_as_pytorch(detail, 3, 2, 1, f"{name}_detail_down_conv")
     detail_down = layers.Conv2D(
-        filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_detail_down_conv"
-    )(detail)
+        filters, 3, strides=2, padding=padding, use_bias=False, name=f"{name}_detail_down_conv"
+    )(detail_down)
     detail_down = layers.BatchNormalization(name=f"{name}_detail_down_conv_bn")(detail_down)
     # AvgPool2d(3, 2, padding=1) counts its zero padding: pad, then a valid pooling.
     detail_down = layers.ZeroPadding2D(1, name=f"{name}_detail_down_pad")(detail_down)

@@ -18,6 +18,7 @@ from models.layers import (
     conv_bn_relu,
     logits_output,
     normalize_input,
+    pad_as_pytorch,
     resize_to,
 )
 
@@ -32,8 +33,9 @@ EXPANSION = 6
 
 def _ds_conv(x: keras.KerasTensor, filters: int, strides: int, name: str) -> keras.KerasTensor:
     """Depthwise-separable conv: 3x3 depthwise -> BN -> ReLU -> 1x1 conv -> BN -> ReLU."""
+    x, padding = pad_as_pytorch(x, 3, strides, 1, f"{name}_dwconv")
     x = layers.DepthwiseConv2D(
-        3, strides=strides, padding="same", use_bias=False, name=f"{name}_dwconv"
+        3, strides=strides, padding=padding, use_bias=False, name=f"{name}_dwconv"
     )(x)
     x = layers.BatchNormalization(name=f"{name}_dwconv_bn")(x)
     x = layers.ReLU(name=f"{name}_dwconv_relu")(x)
@@ -44,8 +46,9 @@ def _bottleneck(x: keras.KerasTensor, filters: int, strides: int, name: str) -> 
     """Inverted residual: 1x1 expand x6 -> 3x3 depthwise -> linear 1x1 project (+ identity)."""
     in_channels = int(x.shape[-1])
     y = conv_bn_relu(x, in_channels * EXPANSION, 1, name=f"{name}_expand")
+    y, padding = pad_as_pytorch(y, 3, strides, 1, f"{name}_dwconv")
     y = layers.DepthwiseConv2D(
-        3, strides=strides, padding="same", use_bias=False, name=f"{name}_dwconv"
+        3, strides=strides, padding=padding, use_bias=False, name=f"{name}_dwconv"
     )(y)
     y = layers.BatchNormalization(name=f"{name}_dwconv_bn")(y)
     y = layers.ReLU(name=f"{name}_dwconv_relu")(y)

@@ -64,6 +64,19 @@ def logits_output(x: keras.KerasTensor, name: str = "logits") -> keras.KerasTens
     return layers.Activation("linear", dtype="float32", name=name)(x)
 
 
+def pad_as_pytorch(
+    x: keras.KerasTensor, kernel_size: int, strides: int, dilation_rate: int, name: str
+) -> tuple[keras.KerasTensor, str]:
+    """(input, padding) of a convolution padded as PyTorch pads: `dilation * (k - 1) // 2` zeros
+    on every side (layer `{name}_pad`), then 'valid'. Keras' 'same' with a stride of 2 pads the
+    bottom and right only, which shifts the sampling grid by a pixel against the PyTorch
+    references; at stride 1 the two agree and 'same' is kept."""
+    if int(strides) == 1 or int(kernel_size) == 1:
+        return x, "same"
+    pad = int(dilation_rate) * (int(kernel_size) - 1) // 2
+    return layers.ZeroPadding2D(pad, name=f"{name}_pad")(x), "valid"
+
+
 def conv_bn_relu(
     x: keras.KerasTensor,
     filters: int,
@@ -74,12 +87,14 @@ def conv_bn_relu(
     relu: bool = True,
     use_bias: bool = False,
 ) -> keras.KerasTensor:
-    """Conv2D ('same' padding) -> BatchNorm -> ReLU, layers named `{name}`, `{name}_bn`, `{name}_relu`."""
+    """Conv2D (padded as PyTorch pads, `pad_as_pytorch`) -> BatchNorm -> ReLU, layers named
+    `{name}`, `{name}_bn`, `{name}_relu`."""
+    x, padding = pad_as_pytorch(x, kernel_size, strides, dilation_rate, name)
     x = layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         dilation_rate=dilation_rate,
         use_bias=use_bias,
         name=name,
@@ -91,12 +106,41 @@ def conv_bn_relu(
 
 
 def resize_to(
-    x: keras.KerasTensor, size: tuple[int, int], name: str, interpolation: str = "bilinear"
+    x: keras.KerasTensor,
+    size: tuple[int, int],
+    name: str,
+    interpolation: str = "bilinear",
+    align_corners: bool = False,
 ) -> keras.KerasTensor:
-    """Resize a feature map to a static (H, W) known at build time (half-pixel centres)."""
+    """Resize a feature map to a static (H, W) known at build time: half-pixel centres (PyTorch's
+    align_corners=False), or with `align_corners` (bilinear only) corner pixels on corner pixels
+    as PyTorch's align_corners=True."""
     if tuple(int(s) for s in x.shape[1:3]) == tuple(size):
         return x
+    if align_corners:
+        return ResizeAlignCorners(size, name=name)(x)
     return layers.Resizing(int(size[0]), int(size[1]), interpolation=interpolation, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="cityscapes_bench")
+class ResizeAlignCorners(layers.Layer):
+    """Bilinear resizing with align_corners=True (PyTorch's F.interpolate and ONNX Resize's
+    align_corners mode): output pixel i samples input position i * (in - 1) / (out - 1)."""
+
+    def __init__(self, size: tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        self.size = (int(size[0]), int(size[1]))
+
+    def call(self, inputs):
+        import tensorflow as tf  # the suite runs Keras on TensorFlow; tf2onnx maps this to Resize
+
+        return tf.compat.v1.image.resize_bilinear(inputs, self.size, align_corners=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 def adaptive_pool_matrix(in_size: int, bins: int) -> list[list[float]]:
@@ -401,12 +445,19 @@ def dappm(
 
 
 def preactivation_head(
-    x: keras.KerasTensor, mid_filters: int, out_filters: int, size: tuple[int, int], name: str
+    x: keras.KerasTensor,
+    mid_filters: int,
+    out_filters: int,
+    size: tuple[int, int],
+    name: str,
+    align_corners: bool = False,
 ) -> keras.KerasTensor:
     """Segmentation head of PIDNet and DDRNet: BN-ReLU-3x3 conv-BN-ReLU-1x1 conv (with bias),
-    bilinear to `size`, float32 logits (`{name}_logits`)."""
+    bilinear to `size` (`align_corners` as the reference resizes), float32 logits
+    (`{name}_logits`)."""
     x = bn_relu_conv(x, mid_filters, 3, name=f"{name}_conv")
     x = layers.BatchNormalization(name=f"{name}_classifier_bn")(x)
     x = layers.ReLU(name=f"{name}_classifier_relu")(x)
     x = layers.Conv2D(out_filters, 1, name=f"{name}_classifier")(x)
-    return logits_output(resize_to(x, size, name=f"{name}_upsample"), name=f"{name}_logits")
+    x = resize_to(x, size, name=f"{name}_upsample", align_corners=align_corners)
+    return logits_output(x, name=f"{name}_logits")

@@ -232,15 +232,17 @@ def build_pidnet(
     i = resize_to(ppm(i, ppm_planes, planes * 4, name="ppm"), size8, name="ppm_upsample")
 
     x = _bag(p, i, d, planes * 4, light=m == 2)
-    logits = preactivation_head(x, head_planes, int(num_classes), (height, width), name="head")
+    # The reference's PIDHead resizes its logits with align_corners=True (mmseg, the authors').
+    up = {"align_corners": True}
+    logits = preactivation_head(x, head_planes, int(num_classes), (height, width), "head", **up)
     outputs: keras.KerasTensor | list[keras.KerasTensor] = logits
     if aux:
         outputs = [
             logits,
             preactivation_head(
-                p_aux_input, head_planes, int(num_classes), (height, width), "p_head"
+                p_aux_input, head_planes, int(num_classes), (height, width), "p_head", **up
             ),
-            preactivation_head(boundary_input, planes, 1, (height, width), name="d_head"),
+            preactivation_head(boundary_input, planes, 1, (height, width), "d_head", **up),
         ]
     model = keras.Model(inputs, outputs, name=f"pidnet_{key}")
     if weights is not None:

@@ -14,6 +14,7 @@ import keras
 
 from models.layers import MaxUnpooling2D
 from models.loading import all_layers, check_weights_file, load_weights_strict
+from models.published import recorded_model
 from models.registry import build_model, get_info
 from utils.errors import BadInput
 
@@ -36,6 +37,8 @@ def build_inference_model(
         **model_options: builder options (backbone, output_stride, ...).
     """
     height, width = int(input_size[0]), int(input_size[1])
+    if weights is not None:
+        model_options = _with_recorded_options(name, weights, model_options)
     what = f"{name} at {height}x{width}" + "".join(f", {k}={v}" for k, v in model_options.items())
     if weights is not None:
         weights = check_weights_file(weights, what)
@@ -61,6 +64,29 @@ def build_inference_model(
         return model
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def _with_recorded_options(
+    name: str, weights: str | os.PathLike, options: dict[str, Any]
+) -> dict[str, Any]:
+    """`options` completed by those an imported weights file records (models.published); the
+    file's model must be `name`, and an option given must agree with the file's."""
+    recorded = recorded_model(weights)
+    if recorded is None:
+        return options
+    file_model, file_options = recorded
+    if file_model != name:
+        raise BadInput(
+            f"weights file {str(weights)!r} holds a {file_model} {file_options}, not a {name}: "
+            f"give -m {file_model}"
+        )
+    for key, value in file_options.items():
+        if options.get(key) is not None and options[key] != value:
+            raise BadInput(
+                f"weights file {str(weights)!r} holds {name} with {key}={value}; got "
+                f"{key}={options[key]}: leave the option out"
+            )
+    return {**options, **file_options}
 
 
 def jumps_at_pooling_ties(model: keras.Model) -> bool:
