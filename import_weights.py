@@ -1,8 +1,8 @@
 """Import a published Cityscapes checkpoint into the suite's model: a .weights.h5 that every
 command uses as it is.
 
-Reads mmsegmentation's checkpoints of PIDNet (S, M, L) and DDRNet (23-slim, 23) (`.pth`,
-with or without `state_dict`), recognises the model and variant from the tensors' names and
+Reads mmsegmentation's checkpoints of PIDNet (S, M, L), DDRNet (23-slim, 23) and OCRNet on
+HRNetV2 (W18-Small, W48) (`.pth`, with or without `state_dict`), recognises the model and variant from the tensors' names and
 shapes, converts each tensor to its Keras layer (OIHW kernels to HWIO, PAPPM's grouped
 convolution split per branch, the training-only heads left out) and writes OUT.weights.h5,
 which records the model, its options, the class set, the source file's name and SHA-256 and

@@ -2,8 +2,8 @@
 and variant from its keys and shapes, convert each tensor to its Keras layer, write a
 `.weights.h5` that records where it came from.
 
-Supported now: mmsegmentation's Cityscapes checkpoints of PIDNet (S, M, L) and DDRNet
-(23-slim, 23). Key names and shapes are those mmsegmentation 1.2.2 saves (`backbone.*`,
+Supported now: mmsegmentation's Cityscapes checkpoints of PIDNet (S, M, L), DDRNet
+(23-slim, 23) and OCRNet on HRNetV2 (W18-Small, W48). Key names and shapes are those mmsegmentation 1.2.2 saves (`backbone.*`,
 `decode_head.*`); its training-only heads (PIDNet's P and D heads, DDRNet's auxiliary head)
 are not part of the inference model and are left out.
 
@@ -42,6 +42,9 @@ MMSEG_MIOU = {
     ("pidnet", "l"): 80.89,
     ("ddrnet", "23-slim"): 77.84,
     ("ddrnet", "23"): 79.99,
+    # OCRNet on HRNetV2p-W18-Small / W48, 512x1024 crops, 160k iterations
+    ("hrnet_ocr", "w18"): 78.45,
+    ("hrnet_ocr", "w48"): 81.35,
 }
 
 State = dict[str, np.ndarray]
@@ -109,11 +112,21 @@ def identify(state: State) -> tuple[str, dict[str, Any]]:
         return "pidnet", {"variant": "l" if dappm else "m"}
     if "backbone.context_branch_layers.0.0.conv1.conv.weight" in state and stem is not None:
         return "ddrnet", {"variant": "23-slim" if stem.shape[0] == 32 else "23"}
+    first_branch = state.get("backbone.transition1.0.0.weight")
+    if "decode_head.1.object_context_block.query_project.0.conv.weight" in state and (
+        first_branch is not None
+    ):
+        width = int(first_branch.shape[0])
+        if width not in (18, 48):
+            raise BadInput(f"an HRNet + OCR checkpoint of width {width}; this importer reads "
+                           "W18-Small and W48")  # fmt: skip
+        return "hrnet_ocr", {"backbone": f"w{width}"}
     first = next(iter(state), "(none)")
     raise BadInput(
         f"no known checkpoint layout: the first key is {first!r}; this importer reads "
-        "mmsegmentation's PIDNet (backbone.i_branch_layers...) and DDRNet "
-        "(backbone.context_branch_layers...) checkpoints"
+        "mmsegmentation's PIDNet (backbone.i_branch_layers...), DDRNet "
+        "(backbone.context_branch_layers...) and OCRNet-HRNet (decode_head.1."
+        "object_context_block...) checkpoints"
     )
 
 
@@ -279,6 +292,82 @@ def _mmseg_ddrnet(keys: _Keys, options: dict[str, Any]) -> Assignments:
     yield from _head(keys, "decode_head.head.0", "decode_head.head.1")
 
 
+def _plain_conv_bn(keys: _Keys, conv: str, bn: str, ours: str) -> Assignments:
+    """A conv and a BN of separate names (torchvision style) into `{ours}` and `{ours}_bn`."""
+    yield ours, [_kernel(keys.take(f"{conv}.weight"))]
+    yield f"{ours}_bn", _bn(keys, bn)
+
+
+def _dense_bn(keys: _Keys, prefix: str, ours: str) -> Assignments:
+    """A 1x1 ConvModule applied to a set of vectors into a Dense (no bias) and its BN."""
+    yield ours, [keys.take(f"{prefix}.conv.weight")[:, :, 0, 0].T]
+    yield f"{ours}_bn", _bn(keys, f"{prefix}.bn")
+
+
+def _mmseg_hrnet_ocr(keys: _Keys, options: dict[str, Any]) -> Assignments:
+    """mmsegmentation's OCRNet on HRNetV2 (CascadeEncoderDecoder: an FCN head for the soft
+    object regions, the OCR head) into build_hrnet_ocr's layers."""
+    b = "backbone"
+    yield from _plain_conv_bn(keys, f"{b}.conv1", f"{b}.bn1", "stem_conv1")
+    yield from _plain_conv_bn(keys, f"{b}.conv2", f"{b}.bn2", "stem_conv2")
+    k = 0
+    while keys.has(f"{b}.layer1.{k}.conv1.weight"):
+        block = f"{b}.layer1.{k}"
+        for n in (1, 2, 3):
+            yield from _plain_conv_bn(keys, f"{block}.conv{n}", f"{block}.bn{n}",
+                                      f"stage1_block{k + 1}_conv{n}")  # fmt: skip
+        if keys.has(f"{block}.downsample.0.weight"):
+            yield from _conv_bn(keys, f"{block}.downsample", f"stage1_block{k + 1}_shortcut",
+                                "0", "1")  # fmt: skip
+        k += 1
+    for stage in (2, 3, 4):
+        transition = f"{b}.transition{stage - 1}"
+        for i in range(stage):
+            ours = f"transition{stage}_b{i + 1}"
+            if keys.has(f"{transition}.{i}.0.weight"):  # a kept branch whose width changes
+                yield from _conv_bn(keys, f"{transition}.{i}", ours, "0", "1")
+            elif keys.has(f"{transition}.{i}.0.0.weight"):  # a new branch, strided
+                yield from _conv_bn(keys, f"{transition}.{i}.0", ours, "0", "1")
+        m = 0
+        while keys.has(f"{b}.stage{stage}.{m}.branches.0.0.conv1.weight"):
+            module, prefix = f"{b}.stage{stage}.{m}", f"stage{stage}_m{m + 1}"
+            for i in range(stage):
+                j = 0
+                while keys.has(f"{module}.branches.{i}.{j}.conv1.weight"):
+                    block = f"{module}.branches.{i}.{j}"
+                    for n in (1, 2):
+                        yield from _plain_conv_bn(keys, f"{block}.conv{n}", f"{block}.bn{n}",
+                                                  f"{prefix}_b{i + 1}_block{j + 1}_conv{n}")  # fmt: skip
+                    j += 1
+            for i in range(stage):
+                for j in range(stage):
+                    fuse, ours = (
+                        f"{module}.fuse_layers.{i}.{j}",
+                        f"{prefix}_fuse{i + 1}_from{j + 1}",
+                    )
+                    if j > i:
+                        yield from _conv_bn(keys, fuse, f"{ours}_conv", "0", "1")
+                    for step in range(i - j):
+                        yield from _conv_bn(keys, f"{fuse}.{step}", f"{ours}_down{step + 1}",
+                                            "0", "1")  # fmt: skip
+            m += 1
+    regions, ocr = "decode_head.0", "decode_head.1"
+    yield from _conv_bn(keys, f"{regions}.convs.0", "ocr_aux_conv")
+    yield "ocr_aux_classifier", [_kernel(keys.take(f"{regions}.conv_seg.weight")),
+                                 keys.take(f"{regions}.conv_seg.bias")]  # fmt: skip
+    yield from _conv_bn(keys, f"{ocr}.bottleneck", "ocr_conv3x3")
+    block = f"{ocr}.object_context_block"
+    yield from _conv_bn(keys, f"{block}.query_project.0", "ocr_attention_query1")
+    yield from _conv_bn(keys, f"{block}.query_project.1", "ocr_attention_query2")
+    yield from _dense_bn(keys, f"{block}.key_project.0", "ocr_attention_key1")
+    yield from _dense_bn(keys, f"{block}.key_project.1", "ocr_attention_key2")
+    yield from _dense_bn(keys, f"{block}.value_project", "ocr_attention_value")
+    yield from _conv_bn(keys, f"{block}.out_project", "ocr_attention_up")
+    yield from _conv_bn(keys, f"{block}.bottleneck", "ocr_fuse")
+    yield "ocr_classifier", [_kernel(keys.take(f"{ocr}.conv_seg.weight")),
+                             keys.take(f"{ocr}.conv_seg.bias")]  # fmt: skip
+
+
 #: model -> (converter, key prefixes of training-only parts left out).
 CONVERTERS: dict[str, tuple[Callable[[_Keys, dict[str, Any]], Assignments], tuple[str, ...]]] = {
     "pidnet": (
@@ -291,6 +380,7 @@ CONVERTERS: dict[str, tuple[Callable[[_Keys, dict[str, Any]], Assignments], tupl
         ),
     ),  # fmt: skip
     "ddrnet": (_mmseg_ddrnet, ("decode_head.aux_head", "decode_head.aux_cls_seg")),
+    "hrnet_ocr": (_mmseg_hrnet_ocr, ()),
 }
 
 
@@ -386,7 +476,7 @@ def import_checkpoint(path: str | os.PathLike, model: str | None = None) -> Impo
     keras_model, count = convert(state, name, options)
     return Imported(
         keras_model, name, options, Path(path).name, sha256_of(path),
-        MMSEG_MIOU.get((name, options.get("variant"))), count,
+        MMSEG_MIOU.get((name, options.get("variant", options.get("backbone")))), count,
     )  # fmt: skip
 
 

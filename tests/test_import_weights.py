@@ -34,6 +34,8 @@ MODELS = {
     "pidnet-l": ("pidnet", {"variant": "l"}),
     "ddrnet-23-slim": ("ddrnet", {"variant": "23-slim"}),
     "ddrnet-23": ("ddrnet", {"variant": "23"}),
+    "hrnet-w18-small-ocr": ("hrnet_ocr", {"backbone": "w18"}),
+    "hrnet-w48-ocr": ("hrnet_ocr", {"backbone": "w48"}),
 }
 SIZE = (128, 256)
 
