@@ -187,3 +187,40 @@ def test_missing_torch_and_missing_file_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(BadInput, match="needs torch; pip install -r requirements-import.txt"):
         read_checkpoint(path)
+
+
+#: One model of each imported family, checked at Cityscapes' full size through predict.py.
+FULL_SIZE_MODELS = ("pidnet-s", "ddrnet-23-slim", "hrnet-w18-small-ocr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FULL_SIZE_MODELS)
+def test_predict_at_full_resolution_gives_mmsegmentations_labels(name, references, tmp_path,
+                                                                  run_cli):  # fmt: skip
+    """predict.py with an imported file on a 1024x2048 photo writes the label ids that
+    mmsegmentation's own inference gives on the same photo (>= 99.99% of pixels)."""
+    import cv2
+
+    from utils.labels import TRAIN_ID_TO_ID
+
+    subprocess.run(
+        [str(REFERENCE_PYTHON), str(REPO / "tests" / "reference" / "make_reference.py"),
+         name, str(tmp_path), "--size", "1024,2048"],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    io = np.load(tmp_path / f"{name}_io.npz")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "frame.png"), cv2.cvtColor(io["image"][0], cv2.COLOR_RGB2BGR))
+    weights = tmp_path / "imported.weights.h5"
+    done = run_cli("import_weights.py", str(tmp_path / f"{name}.pth"), "-o", str(weights))
+    assert done.returncode == 0, done.stderr
+    model = MODELS[name][0]
+    out = tmp_path / "pred"
+    done = run_cli("predict.py", "-m", model, "-w", str(weights), "--input", str(photos),
+                   "-t", "1024,2048", "-r", str(out), "--no-progress", timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = cv2.imread(str(out / "labelIds" / "frame_labelIds.png"), cv2.IMREAD_UNCHANGED)
+    want = TRAIN_ID_TO_ID[io["pred"][0]]
+    assert got.shape == want.shape == (1024, 2048)
+    assert float(np.mean(got == want)) >= 0.9999
