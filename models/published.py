@@ -227,17 +227,16 @@ def _ppm(keys: _Keys, prefix: str, ours: str, grouped: bool) -> Assignments:
     yield from _bn_conv(keys, f"{prefix}.shortcut", f"{ours}_shortcut")
 
 
+def _classifier(keys: _Keys, prefix: str, ours: str) -> Assignments:
+    """A head's conv_seg (1x1 conv with bias) into the Conv2D `{ours}`."""
+    yield ours, [_kernel(keys.take(f"{prefix}.weight")), keys.take(f"{prefix}.bias")]
+
+
 def _head(keys: _Keys, conv: str, norm: str, ours: str = "head") -> Assignments:
     """A pre-activation head (BN-ReLU-3x3 conv, BN, ReLU) and conv_seg into preactivation_head."""
     yield from _bn_conv(keys, conv, f"{ours}_conv")
     yield f"{ours}_classifier_bn", _bn(keys, norm)
-    yield (
-        f"{ours}_classifier",
-        [
-            _kernel(keys.take("decode_head.conv_seg.weight")),
-            keys.take("decode_head.conv_seg.bias"),
-        ],
-    )
+    yield from _classifier(keys, "decode_head.conv_seg", f"{ours}_classifier")
 
 
 def _mmseg_pidnet(keys: _Keys, options: dict[str, Any]) -> Assignments:
@@ -353,8 +352,7 @@ def _mmseg_hrnet_ocr(keys: _Keys, options: dict[str, Any]) -> Assignments:
             m += 1
     regions, ocr = "decode_head.0", "decode_head.1"
     yield from _conv_bn(keys, f"{regions}.convs.0", "ocr_aux_conv")
-    yield "ocr_aux_classifier", [_kernel(keys.take(f"{regions}.conv_seg.weight")),
-                                 keys.take(f"{regions}.conv_seg.bias")]  # fmt: skip
+    yield from _classifier(keys, f"{regions}.conv_seg", "ocr_aux_classifier")
     yield from _conv_bn(keys, f"{ocr}.bottleneck", "ocr_conv3x3")
     block = f"{ocr}.object_context_block"
     yield from _conv_bn(keys, f"{block}.query_project.0", "ocr_attention_query1")
@@ -364,8 +362,7 @@ def _mmseg_hrnet_ocr(keys: _Keys, options: dict[str, Any]) -> Assignments:
     yield from _dense_bn(keys, f"{block}.value_project", "ocr_attention_value")
     yield from _conv_bn(keys, f"{block}.out_project", "ocr_attention_up")
     yield from _conv_bn(keys, f"{block}.bottleneck", "ocr_fuse")
-    yield "ocr_classifier", [_kernel(keys.take(f"{ocr}.conv_seg.weight")),
-                             keys.take(f"{ocr}.conv_seg.bias")]  # fmt: skip
+    yield from _classifier(keys, f"{ocr}.conv_seg", "ocr_classifier")
 
 
 #: model -> (converter, key prefixes of training-only parts left out).

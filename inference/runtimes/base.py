@@ -10,6 +10,7 @@ loop times).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +30,9 @@ def nhwc_batch(images: np.ndarray) -> np.ndarray:
     return images
 
 
-class Runtime:
+class Runtime(abc.ABC):
     """A model opened by one runtime. Subclasses set the attributes in `__init__` and implement
-    `_bind` (and `ran_on`).
+    the abstract `_bind` and `ran_on`.
 
     Attributes:
         name: the registry name (tf, xla, onnxruntime, openvino, tensorrt).
@@ -67,9 +68,9 @@ class Runtime:
         """The fixed batch size, or None when any batch goes."""
         return self.input_shape[0] or None
 
+    @abc.abstractmethod
     def ran_on(self) -> list[str]:
         """What actually executes the model (providers, devices), as the runtime reports it."""
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What ran: runtime, version, devices, threads, precision (for rows and logs)."""
@@ -96,10 +97,10 @@ class Runtime:
             feed = feed.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(feed)
 
+    @abc.abstractmethod
     def _bind(self, feed: np.ndarray) -> Callable[[], Any]:
         """A call that runs the model on `feed` (the model's layout, one whole batch) and
         returns its first output as the model gives it."""
-        raise NotImplementedError
 
     def bind(self, images: np.ndarray) -> Callable[[], Any]:
         """A call that runs the model on `images` (one batch, NHWC) put in place now: what the
